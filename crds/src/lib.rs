@@ -1,0 +1,6 @@
+//! FerroLB's configuration API.
+//!
+//! * [`v1beta1`]: the CRD types (group `ferrolb.io`), with MetalLB's field names.
+//! * [`legacy`]: MetalLB's legacy ConfigMap format (`address-pools:` …), accepted as is.
+//! * [`config`]: the one validated [`config::Config`] model that the controller, the speaker and
+//!   `ferrolbctl` read. Nothing downstream parses YAML or address strings again.

@@ -1,0 +1,1 @@
+//! End-to-end test harness (see issue: control plane and network lab).
