@@ -1,1 +1,10 @@
-//! End-to-end test harness (see issue: control plane and network lab).
+//! FerroLB's end-to-end harness: a real kube-apiserver + etcd (built from Go modules) and a lab of
+//! Linux network namespaces. Used by `cargo xtask lab ...` and by the end-to-end tests.
+//!
+//! * [`controlplane`]: builds and runs kube-apiserver + etcd, kubeconfigs, Nodes, CRDs.
+//! * [`netlab`]: the namespace topology (switch, nodes, client, router, ext) and the FRR router.
+//! * [`lab`]: the two together, plus the FerroLB processes, as one `Lab` with a name prefix.
+
+pub mod controlplane;
+pub mod lab;
+pub mod netlab;

@@ -1,0 +1,1 @@
+//! The network lab: Linux network namespaces joined by veth pairs and a bridge.
