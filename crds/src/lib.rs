@@ -4,3 +4,6 @@
 //! * [`legacy`]: MetalLB's legacy ConfigMap format (`address-pools:` …), accepted as is.
 //! * [`config`]: the one validated [`config::Config`] model that the controller, the speaker and
 //!   `ferrolbctl` read. Nothing downstream parses YAML or address strings again.
+
+pub mod crdgen;
+pub mod v1beta1;
