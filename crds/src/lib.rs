@@ -6,4 +6,6 @@
 //!   `ferrolbctl` read. Nothing downstream parses YAML or address strings again.
 
 pub mod crdgen;
+pub mod config;
+pub mod legacy;
 pub mod v1beta1;
