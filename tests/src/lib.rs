@@ -4,7 +4,13 @@
 //! * [`controlplane`]: builds and runs kube-apiserver + etcd, kubeconfigs, Nodes, CRDs.
 //! * [`netlab`]: the namespace topology (switch, nodes, client, router, ext) and the FRR router.
 //! * [`lab`]: the two together, plus the FerroLB processes, as one `Lab` with a name prefix.
+//! * [`harness`]: what tests use: a per-test lab prefix, teardown on drop, logs on failure.
+//! * [`cmd`], [`process`], [`paths`]: running commands, background processes, run directories.
 
+pub mod cmd;
 pub mod controlplane;
+pub mod harness;
 pub mod lab;
 pub mod netlab;
+pub mod paths;
+pub mod process;

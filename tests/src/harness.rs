@@ -1,0 +1,184 @@
+//! What end-to-end tests use: a lab per test with its own short prefix, torn down on drop (also
+//! when the test panics), with the tails of its logs printed when the test failed.
+//!
+//! ```no_run
+//! let Some(lab) = ferrolb_tests::harness::TestLab::network("my_test", 2).unwrap() else {
+//!     return; // not root, and not in CI: skipped with a printed reason
+//! };
+//! assert!(lab.netlab().ping(&lab.netlab().topology.client_ns(), "192.0.2.1".parse().unwrap()));
+//! ```
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::lab::Lab;
+use crate::netlab::Netlab;
+
+/// Lines of each log printed when a test fails.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Whether this process can build labs (root). When it cannot: in CI (env `CI` set) this panics,
+/// because a skipped end-to-end test there would hide a broken setup; elsewhere it prints why the
+/// test is skipped and returns false.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: needs root (network namespaces) and CI is set: failing instead of skipping"
+        );
+    }
+    eprintln!("SKIPPED {test}: needs root for network namespaces (run the tests as root)");
+    false
+}
+
+/// A short prefix unique to this process and call: `ft<pid>x<n>-` (namespace names only; the
+/// interface names inside never carry the prefix, so the 15-character limit is not at stake).
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("ft{}x{n}-", std::process::id())
+}
+
+/// A lab owned by one test. Dropping it tears the lab down; if the test is panicking the log
+/// tails are printed first.
+#[derive(Debug)]
+pub struct TestLab {
+    lab: Lab,
+    test: String,
+}
+
+impl TestLab {
+    /// A lab with only the network (namespaces, links, FRR), or `None` when skipped (not root).
+    pub fn network(test: &str, nodes: usize) -> anyhow::Result<Option<TestLab>> {
+        if !require_root(test) {
+            return Ok(None);
+        }
+        let test_lab = TestLab::unstarted(test, nodes)?;
+        test_lab.lab.network_up()?;
+        Ok(Some(test_lab))
+    }
+
+    /// A lab described but not started (the caller drives `up`); still torn down on drop.
+    pub fn unstarted(test: &str, nodes: usize) -> anyhow::Result<TestLab> {
+        let lab = Lab::new(&unique_prefix(), nodes)?;
+        eprintln!(
+            "{test}: lab prefix {:?}, run directory {}",
+            lab.prefix(),
+            lab.run_dir().display()
+        );
+        Ok(TestLab {
+            lab,
+            test: test.to_string(),
+        })
+    }
+
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    pub fn netlab(&self) -> &Netlab {
+        &self.lab.netlab
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.lab.prefix()
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.lab.run_dir()
+    }
+
+    /// Prints the last lines of every log in the run directory to stderr.
+    pub fn dump_logs(&self) {
+        eprintln!("===== {}: logs of lab {:?}", self.test, self.prefix());
+        for path in log_files(self.run_dir()) {
+            eprintln!("----- {}", path.display());
+            for line in tail(&path, LOG_TAIL_LINES) {
+                eprintln!("  {line}");
+            }
+        }
+        eprintln!("===== end of logs");
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        if let Err(err) = self.lab.down() {
+            eprintln!(
+                "{}: tearing down lab {:?}: {err:#}",
+                self.test,
+                self.prefix()
+            );
+        }
+    }
+}
+
+/// `*.log` files in `dir` and its direct subdirectories (e.g. `frr/`), sorted.
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut logs = Vec::new();
+    for path in entries(dir) {
+        if path.is_dir() {
+            logs.extend(entries(&path).into_iter().filter(|p| is_log(p)));
+        } else if is_log(&path) {
+            logs.push(path);
+        }
+    }
+    logs.sort();
+    logs
+}
+
+fn is_log(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|ext| ext == "log")
+}
+
+/// The last `lines` lines of a text file (empty if unreadable).
+pub fn tail(path: &Path, lines: usize) -> Vec<String> {
+    let Ok(file) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+    all[all.len().saturating_sub(lines)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_unique_and_short() {
+        let a = unique_prefix();
+        let b = unique_prefix();
+        assert_ne!(a, b);
+        assert!(a.starts_with("ft") && a.ends_with('-'));
+        assert!(a.len() <= 24, "{a}");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = std::env::temp_dir().join(format!("ferrolb-tail-{}", std::process::id()));
+        fs::create_dir_all(dir.join("frr")).unwrap();
+        fs::write(dir.join("a.log"), "1\n2\n3\n").unwrap();
+        fs::write(dir.join("frr/bgpd.log"), "x\n").unwrap();
+        fs::write(dir.join("a.pid"), "1\n").unwrap();
+        assert_eq!(tail(&dir.join("a.log"), 2), ["2", "3"]);
+        assert_eq!(
+            log_files(&dir),
+            [dir.join("a.log"), dir.join("frr/bgpd.log")]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
