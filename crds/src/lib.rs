@@ -8,4 +8,5 @@
 pub mod crdgen;
 pub mod config;
 pub mod legacy;
+pub mod migrate;
 pub mod v1beta1;

@@ -1,0 +1,153 @@
+//! `ferrolbctl`: offline tools for FerroLB configuration.
+//!
+//! * `validate FILE...`: exit 0 when the combined configuration is valid, 1 when it is invalid
+//!   (one line per error on stderr), 2 when a file cannot be read or is not YAML.
+//! * `migrate FILE...`: MetalLB CRs and the legacy ConfigMap → FerroLB CRs on stdout.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferrolb_crds::config::{ClusterResources, Config, InputDocument, parse_documents};
+use ferrolb_crds::migrate;
+
+#[derive(Parser)]
+#[command(
+    name = "ferrolbctl",
+    version,
+    about = "Validate and migrate FerroLB / MetalLB configuration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate FerroLB CRs and/or a legacy MetalLB ConfigMap as one configuration.
+    Validate {
+        /// YAML files (multi-document); `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Convert MetalLB CRs (metallb.io/v1beta1, v1beta2) and the legacy ConfigMap to FerroLB CRs.
+    Migrate {
+        /// YAML files (multi-document); `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+}
+
+const EXIT_INVALID: u8 = 1;
+const EXIT_UNREADABLE: u8 = 2;
+
+/// Reads and splits every file; `Err` carries the exit-2 message.
+fn read_all(files: &[String]) -> Result<(Vec<InputDocument>, Vec<String>, Vec<String>), String> {
+    let mut documents = Vec::new();
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    for file in files {
+        let text = if file == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+        };
+        let parsed = parse_documents(&text, file)?;
+        documents.extend(parsed.documents);
+        errors.extend(parsed.errors);
+        notes.extend(parsed.notes);
+    }
+    Ok((documents, errors, notes))
+}
+
+fn resources(documents: Vec<InputDocument>, errors: &mut Vec<String>) -> ClusterResources {
+    let mut resources = ClusterResources::default();
+    for document in documents {
+        if let Err(e) = resources.add(document.object) {
+            errors.push(format!("{}: {e}", document.location));
+        }
+    }
+    resources
+}
+
+fn validate(files: &[String]) -> ExitCode {
+    let (documents, mut errors, notes) = match read_all(files) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_UNREADABLE);
+        }
+    };
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    let resources = resources(documents, &mut errors);
+    let (result, warnings) = Config::build_with_warnings(&resources);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Err(config_errors) = &result {
+        errors.extend(config_errors.lines());
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        ExitCode::from(EXIT_INVALID)
+    }
+}
+
+fn migrate_files(files: &[String]) -> ExitCode {
+    let (documents, errors, notes) = match read_all(files) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_UNREADABLE);
+        }
+    };
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let migrated = migrate::migrate(documents);
+    for note in &migrated.notes {
+        eprintln!("note: {note}");
+    }
+    match migrate::to_yaml(&migrated.objects) {
+        Ok(yaml) => print!("{yaml}"),
+        Err(e) => {
+            eprintln!("error: cannot write YAML: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    // The result must be a valid FerroLB configuration; say so if it is not.
+    let mut resources = ClusterResources::default();
+    for object in migrated.objects {
+        // Only FerroLB objects come out of `migrate`; `add` cannot fail for them.
+        let _ = resources.add(object);
+    }
+    match Config::build(&resources) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(config_errors) => {
+            eprintln!("the migrated configuration is invalid:");
+            for line in config_errors.lines() {
+                eprintln!("{line}");
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Validate { files } => validate(files),
+        Command::Migrate { files } => migrate_files(files),
+    }
+}
