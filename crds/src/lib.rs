@@ -5,6 +5,7 @@
 //! * [`config`]: the one validated [`config::Config`] model that the controller, the speaker and
 //!   `ferrolbctl` read. Nothing downstream parses YAML or address strings again.
 
+pub mod annotations;
 pub mod crdgen;
 pub mod config;
 pub mod legacy;

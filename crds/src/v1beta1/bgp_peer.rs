@@ -91,13 +91,13 @@ use super::{ConfigStatus, DURATION_PATTERN};
 pub struct BGPPeerSpec {
     /// AS number the speakers use for this session, 1 to 4294967295. Required.
     #[serde(rename = "myASN")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub my_asn: u32,
 
     /// AS number of the peer, 1 to 4294967295. Exactly one of `peerASN` and `dynamicASN` must
     /// be set.
     #[serde(default, rename = "peerASN", skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub peer_asn: Option<u32>,
 
     /// Accept the peer's AS number whatever it is: `internal` (iBGP: same as `myASN`) or
@@ -112,7 +112,7 @@ pub struct BGPPeerSpec {
     /// AS number presented to the peer instead of `myASN` (BGP local-as, without prepending
     /// `myASN`), 1 to 4294967295. Unset: `myASN`.
     #[serde(default, rename = "localASN", skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub local_asn: Option<u32>,
 
     /// IP address of the peer. Exactly one of `peerAddress` and `interface` must be set.

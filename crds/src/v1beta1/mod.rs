@@ -59,3 +59,6 @@ pub struct ConfigStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
     pub conditions: Vec<Condition>,
 }
+
+#[cfg(test)]
+mod tests;
