@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferrolb_crds::config::{ClusterResources, Config, InputDocument, parse_documents};
+use ferrolb_crds::config::{ClusterResources, Config, InputDocument, ParsedInput, parse_documents};
 use ferrolb_crds::migrate;
 
 #[derive(Parser)]
@@ -41,10 +41,8 @@ const EXIT_INVALID: u8 = 1;
 const EXIT_UNREADABLE: u8 = 2;
 
 /// Reads and splits every file; `Err` carries the exit-2 message.
-fn read_all(files: &[String]) -> Result<(Vec<InputDocument>, Vec<String>, Vec<String>), String> {
-    let mut documents = Vec::new();
-    let mut errors = Vec::new();
-    let mut notes = Vec::new();
+fn read_all(files: &[String]) -> Result<ParsedInput, String> {
+    let mut all = ParsedInput::default();
     for file in files {
         let text = if file == "-" {
             std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
@@ -52,11 +50,11 @@ fn read_all(files: &[String]) -> Result<(Vec<InputDocument>, Vec<String>, Vec<St
             std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
         };
         let parsed = parse_documents(&text, file)?;
-        documents.extend(parsed.documents);
-        errors.extend(parsed.errors);
-        notes.extend(parsed.notes);
+        all.documents.extend(parsed.documents);
+        all.errors.extend(parsed.errors);
+        all.notes.extend(parsed.notes);
     }
-    Ok((documents, errors, notes))
+    Ok(all)
 }
 
 fn resources(documents: Vec<InputDocument>, errors: &mut Vec<String>) -> ClusterResources {
@@ -70,7 +68,11 @@ fn resources(documents: Vec<InputDocument>, errors: &mut Vec<String>) -> Cluster
 }
 
 fn validate(files: &[String]) -> ExitCode {
-    let (documents, mut errors, notes) = match read_all(files) {
+    let ParsedInput {
+        documents,
+        mut errors,
+        notes,
+    } = match read_all(files) {
         Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");
@@ -99,7 +101,11 @@ fn validate(files: &[String]) -> ExitCode {
 }
 
 fn migrate_files(files: &[String]) -> ExitCode {
-    let (documents, errors, notes) = match read_all(files) {
+    let ParsedInput {
+        documents,
+        errors,
+        notes,
+    } = match read_all(files) {
         Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");

@@ -47,6 +47,24 @@ impl Origin {
         }
     }
 
+    /// The object (and, inside a ConfigMap, the entry) as a whole: `spec` or `bgp-advertisements[1]`.
+    fn whole(&self) -> FieldPath {
+        if self.legacy {
+            self.prefix.clone()
+        } else {
+            FieldPath::new("spec")
+        }
+    }
+
+    /// `BGPPeer/a`, `ConfigMap/config address-pools[0] bgp-advertisements[0]`.
+    fn describe(&self) -> String {
+        if self.legacy && !self.prefix.0.is_empty() {
+            format!("{} {}", self.id, self.prefix)
+        } else {
+            self.id.to_string()
+        }
+    }
+
     fn name_field(&self) -> FieldPath {
         if self.legacy {
             self.prefix.child("name")
@@ -733,11 +751,7 @@ fn validate_bgp(
             sink.error(o, o.name_field(), Reason::DuplicateName(ad.name.clone()));
         }
         if let Some(first) = raw.bgp[..index].iter().find(|other| other.spec == ad.spec) {
-            sink.error(
-                o,
-                FieldPath::new(if o.legacy { "" } else { "spec" }),
-                Reason::Identical(first.origin.id.to_string()),
-            );
+            sink.error(o, o.whole(), Reason::Identical(first.origin.describe()));
         }
         let v4_ok = (1..=32).contains(&spec.aggregation_length);
         if !v4_ok {
@@ -918,11 +932,7 @@ fn validate_peers(
             fail(sink, o.name_field(), Reason::DuplicateName(rp.name.clone()));
         }
         if let Some(first) = raw.peers[..index].iter().find(|p| p.spec == rp.spec) {
-            fail(
-                sink,
-                FieldPath::new(if o.legacy { "" } else { "spec" }),
-                Reason::Identical(first.origin.id.to_string()),
-            );
+            fail(sink, o.whole(), Reason::Identical(first.origin.describe()));
         }
         if rp.my_asn == Some(0) {
             fail(sink, o.field("myASN"), Reason::ZeroAsn);
