@@ -185,8 +185,8 @@ impl ControlPlaneConfig {
             format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
             "--allow-privileged=true".to_string(),
             "--profiling=false".to_string(),
-            // The default admission chain works without controller-manager and scheduler; only
-            // the ones that expect a kubelet/cloud to act on Pods are irrelevant, not harmful.
+            // On top of the default admission chain (which needs no controller-manager or
+            // scheduler: tests create no Pods), NodeRestriction as on a real cluster.
             "--enable-admission-plugins=NodeRestriction".to_string(),
             "--v=1".to_string(),
         ]
@@ -267,6 +267,7 @@ impl ControlPlane {
         for name in [ETCD, APISERVER] {
             if let Some(pid) = process::read_pid(&process::pid_file(run_dir, name))
                 && process::is_alive(pid)
+                && process::runs_program(pid, name)
             {
                 bail!(
                     "{name} is already running (pid {pid}) in {}; attach to it or stop it first",
@@ -319,6 +320,8 @@ impl ControlPlane {
                     "--listen-peer-url=http://127.0.0.1:{}",
                     config.etcd_peer_port
                 ),
+                // At "warn", etcd logs every request from kube-apiserver as "request stats".
+                "--log-level=error".to_string(),
             ],
             &process::log_file(run_dir, ETCD),
             &process::pid_file(run_dir, ETCD),
@@ -370,7 +373,7 @@ impl ControlPlane {
     fn check_processes(&self) -> anyhow::Result<()> {
         for name in [ETCD, APISERVER] {
             let pid = process::read_pid(&process::pid_file(&self.run_dir, name));
-            if !pid.is_some_and(process::is_alive) {
+            if !pid.is_some_and(|pid| process::is_alive(pid) && process::runs_program(pid, name)) {
                 bail!(
                     "{name} is not running (pid {pid:?}); last log lines:\n{}",
                     process::log_tail(&process::log_file(&self.run_dir, name), 3000)
@@ -674,7 +677,11 @@ impl ControlPlane {
 /// SIGKILL after 10 s). Stopping one that is not running is not an error.
 pub fn stop(run_dir: &Path) -> anyhow::Result<()> {
     for name in [APISERVER, ETCD] {
-        process::stop_pid_file(&process::pid_file(run_dir, name), Duration::from_secs(10));
+        process::stop_pid_file(
+            &process::pid_file(run_dir, name),
+            name,
+            Duration::from_secs(10),
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -83,13 +84,32 @@ fn signal(pid: i32, signal: i32) {
     unsafe { libc::kill(pid, signal) };
 }
 
-/// Stops the process recorded in `pid_file`: SIGTERM, then SIGKILL after `grace`. Removes the
-/// pid file. Returns whether a live process was found.
-pub fn stop_pid_file(pid_file: &Path, grace: Duration) -> bool {
+/// Whether `pid` runs a program named `program` (argv[0]'s file name): a pid file may be stale,
+/// and its pid reused by an unrelated process that must not be signalled. Right after
+/// [`spawn_detached`] with a netns the process may still be `ip netns exec NS .../program`, which
+/// counts too.
+pub fn runs_program(pid: i32, program: &str) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let file_names: Vec<&std::ffi::OsStr> = cmdline
+        .split(|byte| *byte == 0)
+        .filter_map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)).file_name())
+        .collect();
+    match file_names.first() {
+        Some(argv0) if *argv0 == program => true,
+        Some(argv0) if *argv0 == "ip" => file_names.get(4).is_some_and(|arg| *arg == program),
+        _ => false,
+    }
+}
+
+/// Stops the process recorded in `pid_file` if it still runs `program`: SIGTERM, then SIGKILL
+/// after `grace`. Removes the pid file. Returns whether a live process was found.
+pub fn stop_pid_file(pid_file: &Path, program: &str, grace: Duration) -> bool {
     let Some(pid) = read_pid(pid_file) else {
         return false;
     };
-    let was_alive = pid > 1 && is_alive(pid);
+    let was_alive = pid > 1 && is_alive(pid) && runs_program(pid, program);
     if was_alive {
         signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + grace;
@@ -126,4 +146,40 @@ pub fn pid_file(run_dir: &Path, name: &str) -> PathBuf {
 
 pub fn log_file(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join(format!("{name}.log"))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_stop_pid_file_only_signals_the_named_program() {
+        let dir = std::env::temp_dir().join(format!("ferrolb-process-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (log, pid_path) = (log_file(&dir, "sleep"), pid_file(&dir, "sleep"));
+        let pid = spawn_detached(
+            None,
+            Path::new("/bin/sleep"),
+            &["30".into()],
+            &log,
+            &pid_path,
+        )
+        .unwrap() as i32;
+        assert_eq!(read_pid(&pid_path), Some(pid));
+        assert!(is_alive(pid));
+        assert!(runs_program(pid, "sleep"));
+        assert!(!runs_program(pid, "etcd"));
+
+        // A pid file whose process runs something else is treated as stale: nothing is signalled.
+        assert!(!stop_pid_file(&pid_path, "etcd", Duration::from_secs(1)));
+        assert!(is_alive(pid));
+
+        fs::write(&pid_path, format!("{pid}\n")).unwrap();
+        assert!(stop_pid_file(&pid_path, "sleep", Duration::from_secs(5)));
+        assert!(!is_alive(pid));
+        assert!(!pid_path.exists());
+        // Stopping again finds nothing.
+        assert!(!stop_pid_file(&pid_path, "sleep", Duration::from_secs(1)));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
