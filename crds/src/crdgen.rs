@@ -29,9 +29,11 @@ pub enum CrdGenError {
     },
 }
 
-/// Every FerroLB CRD, in a stable order (configuration kinds first, then status kinds).
+/// Every FerroLB CRD, in a stable order (configuration kinds first, then status kinds), with
+/// descriptions reflowed for `kubectl explain` (see [`reflow_descriptions`]). Install these rather
+/// than the bare `Kind::crd()`.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         IPAddressPool::crd(),
         L2Advertisement::crd(),
         BGPAdvertisement::crd(),
@@ -40,7 +42,72 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Community::crd(),
         ServiceL2Status::crd(),
         ServiceBGPStatus::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        reflow_descriptions(crd);
+    }
+    crds
+}
+
+/// Joins the hard-wrapped lines of doc comments into one line per paragraph in every schema
+/// description of `crd`.
+///
+/// schemars keeps the line breaks of `///` comments, and `kubectl explain` re-wraps text without
+/// removing them, which leaves ragged half-empty lines. Paragraph breaks (blank lines) are kept.
+pub fn reflow_descriptions(crd: &mut CustomResourceDefinition) {
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let Ok(mut value) = serde_json::to_value(&*schema) else {
+            continue;
+        };
+        reflow_in(&mut value);
+        // Only string contents changed, so the value always converts back; keep the original
+        // schema in the impossible case that it does not.
+        if let Ok(reflowed) = serde_json::from_value(value) {
+            *schema = reflowed;
+        }
+    }
+}
+
+fn reflow_in(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = reflow(text);
+                    }
+                    // Defaults, enums and examples are data, not prose.
+                    _ if key == "default" || key == "enum" || key == "example" => {}
+                    _ => reflow_in(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(reflow_in),
+        _ => {}
+    }
+}
+
+/// `text` with the single line breaks inside each paragraph replaced by spaces.
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// `metadata.name` of a CRD (`<plural>.<group>`), or an empty string if unset.
@@ -84,4 +151,68 @@ pub fn files() -> Result<Vec<(String, String)>, CrdGenError> {
         .collect::<Result<Vec<_>, CrdGenError>>()?;
     files.push(("kustomization.yaml".to_owned(), kustomization(&crds)));
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflow_joins_lines_and_keeps_paragraphs() {
+        assert_eq!(reflow("one\ntwo\n  three"), "one two three");
+        assert_eq!(reflow("a\nb\n\nc\nd"), "a b\n\nc d");
+        assert_eq!(reflow("single"), "single");
+    }
+
+    #[test]
+    fn all_descriptions_are_single_line_paragraphs() {
+        for crd in all() {
+            let json = serde_json::to_value(&crd).expect("json");
+            let mut descriptions = Vec::new();
+            collect_descriptions(&json, &mut descriptions);
+            assert!(
+                descriptions.len() > 10,
+                "{}: walker found too little",
+                crd_name(&crd)
+            );
+            for d in descriptions {
+                assert!(
+                    !d.replace("\n\n", "").contains('\n'),
+                    "{}: wrapped description {d:?}",
+                    crd_name(&crd)
+                );
+            }
+        }
+    }
+
+    fn collect_descriptions(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => {
+                            out.push(text.clone());
+                        }
+                        _ => collect_descriptions(child, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                items
+                    .iter()
+                    .for_each(|item| collect_descriptions(item, out));
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn kustomization_lists_every_file() {
+        let crds = all();
+        let text = kustomization(&crds);
+        assert!(text.starts_with(HEADER));
+        for crd in &crds {
+            assert!(text.contains(&format!("- {}\n", file_name(crd))));
+        }
+    }
 }

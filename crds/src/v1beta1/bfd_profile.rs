@@ -54,23 +54,27 @@ pub struct BFDProfileSpec {
     /// 10 to 60000. Unset: 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
+    #[schemars(extend("format" = "int64"))]
     pub receive_interval: Option<u32>,
 
     /// Minimum interval at which this system wants to send BFD control packets, in
     /// milliseconds, 10 to 60000. Unset: 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
+    #[schemars(extend("format" = "int64"))]
     pub transmit_interval: Option<u32>,
 
     /// Number of missed packets after which the session is declared down, 2 to 255. Unset: 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 255))]
+    #[schemars(extend("format" = "int64"))]
     pub detect_multiplier: Option<u32>,
 
     /// Minimum interval between BFD echo packets, in milliseconds, 10 to 60000. Unset: 50.
     /// Used only with `echoMode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
+    #[schemars(extend("format" = "int64"))]
     pub echo_interval: Option<u32>,
 
     /// Send BFD echo packets (default `false`). Not for multi-hop sessions, and not with IPv6
@@ -86,5 +90,6 @@ pub struct BFDProfileSpec {
     /// Unset: 254.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 254))]
+    #[schemars(extend("format" = "int64"))]
     pub minimum_ttl: Option<u32>,
 }

@@ -76,6 +76,7 @@ pub struct BGPAdvertisementSpec {
     /// BGP LOCAL_PREF attribute of the announced routes, sent to iBGP peers only (default `0`:
     /// the attribute is not sent).
     #[serde(default)]
+    #[schemars(range(max = 4_294_967_295u32), extend("format" = "int64"))]
     pub local_pref: u32,
 
     /// BGP communities attached to the announced routes (no duplicates). Each entry is a

@@ -91,13 +91,13 @@ use super::{ConfigStatus, DURATION_PATTERN};
 pub struct BGPPeerSpec {
     /// AS number the speakers use for this session, 1 to 4294967295. Required.
     #[serde(rename = "myASN")]
-    #[schemars(range(min = 1, max = 4_294_967_295u32))]
+    #[schemars(range(min = 1, max = 4_294_967_295u32), extend("format" = "int64"))]
     pub my_asn: u32,
 
     /// AS number of the peer, 1 to 4294967295. Exactly one of `peerASN` and `dynamicASN` must
     /// be set.
     #[serde(default, rename = "peerASN", skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 4_294_967_295u32))]
+    #[schemars(range(min = 1, max = 4_294_967_295u32), extend("format" = "int64"))]
     pub peer_asn: Option<u32>,
 
     /// Accept the peer's AS number whatever it is: `internal` (iBGP: same as `myASN`) or
@@ -112,7 +112,7 @@ pub struct BGPPeerSpec {
     /// AS number presented to the peer instead of `myASN` (BGP local-as, without prepending
     /// `myASN`), 1 to 4294967295. Unset: `myASN`.
     #[serde(default, rename = "localASN", skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 4_294_967_295u32))]
+    #[schemars(range(min = 1, max = 4_294_967_295u32), extend("format" = "int64"))]
     pub local_asn: Option<u32>,
 
     /// IP address of the peer. Exactly one of `peerAddress` and `interface` must be set.
@@ -126,7 +126,7 @@ pub struct BGPPeerSpec {
 
     /// TCP port of the peer, 1 to 16384 (default `179`).
     #[serde(default = "default_peer_port")]
-    #[schemars(range(min = 1, max = 16384))]
+    #[schemars(range(min = 1, max = 16384), extend("format" = "int32"))]
     pub peer_port: u16,
 
     /// BGP hold time proposed to the peer, a duration such as `90s` or `1m30s`; `0` or at
@@ -240,7 +240,10 @@ impl Default for BGPPeerSpec {
     }
 }
 
-/// How the AS number of a peer with `dynamicASN` is determined.
+/// Accept the peer's AS number whatever it is: `internal` (iBGP: same as `myASN`) or
+/// `external` (eBGP: any other). Exactly one of `peerASN` and `dynamicASN` must be set.
+// This doc is also the schema description of `dynamicASN`: for an optional enum field, kube's
+// schema rewriter keeps the enum's description and drops the field's.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DynamicASNMode {
