@@ -32,6 +32,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use error::{
     AllocError, Attempts, IpRejection, PoolAttempt, PoolConfigError, PoolRejection, RequestProblem,
@@ -193,15 +194,30 @@ pub struct PoolStats {
 
 #[derive(Clone, Debug)]
 struct Held {
-    pool: String,
+    pool: Arc<str>,
     ips: Vec<IpAddr>,
-    sharing: Option<Sharing>,
+    /// Boxed: most Services do not share, and there may be a million of them.
+    sharing: Option<Box<Sharing>>,
 }
 
 #[derive(Clone, Debug)]
 struct Address {
-    pool: String,
-    holders: BTreeSet<ServiceKey>,
+    /// Sorted; usually one. (A `Vec`: an empty `BTreeSet` node costs ~0.5 KiB per address.)
+    holders: Vec<ServiceKey>,
+}
+
+impl Address {
+    fn add_holder(&mut self, service: &ServiceKey) {
+        if let Err(at) = self.holders.binary_search(service) {
+            self.holders.insert(at, service.clone());
+        }
+    }
+
+    fn remove_holder(&mut self, service: &ServiceKey) {
+        if let Ok(at) = self.holders.binary_search(service) {
+            self.holders.remove(at);
+        }
+    }
 }
 
 /// All assignments. Not thread-safe by itself: the controller keeps it behind a mutex.
@@ -253,7 +269,7 @@ fn locate<'a>(pools: &'a BTreeMap<String, Pool>, ip: &IpAddr) -> Option<(&'a Poo
 }
 
 /// The pool that may hand out `ip`.
-fn usable_owner<'a>(pools: &'a BTreeMap<String, Pool>, ip: &IpAddr) -> Option<&'a str> {
+fn usable_owner<'a>(pools: &'a BTreeMap<String, Pool>, ip: &IpAddr) -> Option<&'a Arc<str>> {
     match locate(pools, ip) {
         Some((pool, Usability::Usable)) => Some(&pool.name),
         _ => None,
@@ -333,13 +349,13 @@ impl Allocator {
             let first = owners.next().flatten();
             let owner = first.filter(|first| owners.all(|other| other == Some(*first)));
             match owner {
-                Some(owner) if owner == held.pool => {}
+                Some(owner) if *owner == held.pool => {}
                 Some(owner) => {
                     displaced.push(Displaced {
                         service: service.clone(),
                         ips: held.ips.clone(),
                         change: Displacement::Rehomed {
-                            from: std::mem::replace(&mut held.pool, owner.to_string()),
+                            from: std::mem::replace(&mut held.pool, owner.clone()).to_string(),
                             to: owner.to_string(),
                         },
                     });
@@ -360,27 +376,26 @@ impl Allocator {
             };
             for ip in &held.ips {
                 if let Some(address) = self.addresses.get_mut(ip) {
-                    address.holders.remove(service);
+                    address.remove_holder(service);
                     if address.holders.is_empty() {
                         self.addresses.remove(ip);
-                        self.unindex_sharing(ip, held.sharing.as_ref());
+                        self.unindex_sharing(ip, held.sharing.as_deref());
                     }
                 }
             }
         }
 
         // Counters and taken sets start empty in the new pools: rebuild them.
-        for (ip, address) in self.addresses.iter_mut() {
-            let Some(owner) = usable_owner(&self.pools, ip).map(str::to_string) else {
+        for ip in self.addresses.keys() {
+            let Some(owner) = usable_owner(&self.pools, ip).cloned() else {
                 continue; // every holder was unassigned above, so this does not happen
             };
-            if let Some(pool) = self.pools.get_mut(&owner) {
+            if let Some(pool) = self.pools.get_mut(&*owner) {
                 pool.in_use[Family::of(ip).index()] += 1;
                 if let Some(entry) = pool.entry_for_mut(ip) {
                     entry.mark_taken(ip);
                 }
             }
-            address.pool = owner;
         }
         let pools = &self.pools;
         let addresses = &self.addresses;
@@ -468,7 +483,7 @@ impl Allocator {
     /// The Service's current assignment.
     pub fn assignment(&self, service: &ServiceKey) -> Option<Assignment> {
         self.services.get(service).map(|held| Assignment {
-            pool: held.pool.clone(),
+            pool: held.pool.to_string(),
             ips: held.ips.clone(),
         })
     }
@@ -477,13 +492,13 @@ impl Allocator {
     pub fn holders(&self, ip: &IpAddr) -> Vec<ServiceKey> {
         self.addresses
             .get(ip)
-            .map(|address| address.holders.iter().cloned().collect())
+            .map(|address| address.holders.clone())
             .unwrap_or_default()
     }
 
     /// The pool that may hand out `ip`, if any.
     pub fn pool_of(&self, ip: &IpAddr) -> Option<&str> {
-        usable_owner(&self.pools, ip)
+        usable_owner(&self.pools, ip).map(|name| &**name)
     }
 
     /// Address counts per pool, by pool name.
@@ -515,14 +530,14 @@ impl Allocator {
     /// when `extend`, adding a `PreferDualStack` family), else `None`.
     fn keep_current(&mut self, request: &AllocRequest, extend: bool) -> Option<Assignment> {
         let held = self.services.get(&request.service)?;
-        let pool = self.pools.get(&held.pool)?;
+        let pool = self.pools.get(&*held.pool)?;
         let sharing = sharing::normalized(request.sharing.as_ref());
         let families: Vec<Family> = held.ips.iter().map(Family::of).collect();
         let fits = request.admits(&held.pool)
             && request
                 .pool
                 .as_ref()
-                .is_none_or(|named| *named == held.pool)
+                .is_none_or(|named| **named == *held.pool)
             && (request.requested.is_empty() || same_set(&request.requested, &held.ips))
             && request.families.accepts(&families)
             && held.ips.iter().all(|ip| pool.can_hand_out(ip))
@@ -545,24 +560,31 @@ impl Allocator {
             ips.push(extra);
         }
         primary_first(&mut ips, request.families.primary());
-        // Re-hold so that a changed sharing key, backend key or port list is recorded.
+        if ips == held.ips && held.sharing.as_deref() == sharing {
+            return Some(Assignment {
+                pool: pool_name.to_string(),
+                ips,
+            });
+        }
+        // Re-hold so that the new family and a changed sharing key, backend key or port list are
+        // recorded.
         self.unhold(&request.service, false);
-        Some(self.hold(&request.service, pool_name, ips, sharing.cloned()))
+        Some(self.hold(&request.service, pool_name, ips, sharing))
     }
 
     /// Takes specific addresses (requested or restored) for the Service.
     fn claim(&mut self, request: &AllocRequest, ips: &[IpAddr]) -> Result<Assignment, AllocError> {
-        let mut pool_name: Option<String> = None;
+        let mut pool_name: Option<Arc<str>> = None;
         for ip in ips {
             let (pool, usability) =
                 locate(&self.pools, ip).ok_or(AllocError::RequestedIpNotInPool { ip: *ip })?;
             let why = match usability {
                 Usability::Usable => None,
                 Usability::NetworkOrBroadcast => Some(IpRejection::NetworkOrBroadcast {
-                    pool: pool.name.clone(),
+                    pool: pool.name.to_string(),
                 }),
                 Usability::Buggy => Some(IpRejection::BuggyAddress {
-                    pool: pool.name.clone(),
+                    pool: pool.name.to_string(),
                 }),
             };
             if let Some(why) = why {
@@ -573,8 +595,8 @@ impl Allocator {
                     return Err(AllocError::RequestedIpNotAllowed {
                         ip: *ip,
                         why: IpRejection::DifferentPools {
-                            first: first.clone(),
-                            second: pool.name.clone(),
+                            first: first.to_string(),
+                            second: pool.name.to_string(),
                         },
                     });
                 }
@@ -582,13 +604,13 @@ impl Allocator {
                 None => pool_name = Some(pool.name.clone()),
             }
             if let Some(requested) = &request.pool
-                && *requested != pool.name
+                && **requested != *pool.name
             {
                 return Err(AllocError::RequestedIpNotAllowed {
                     ip: *ip,
                     why: IpRejection::NotInRequestedPool {
                         requested: requested.clone(),
-                        actual: pool.name.clone(),
+                        actual: pool.name.to_string(),
                     },
                 });
             }
@@ -596,7 +618,7 @@ impl Allocator {
                 return Err(AllocError::RequestedIpNotAllowed {
                     ip: *ip,
                     why: IpRejection::PoolNotAdmitted {
-                        pool: pool.name.clone(),
+                        pool: pool.name.to_string(),
                     },
                 });
             }
@@ -614,7 +636,7 @@ impl Allocator {
         }
         let mut ips = ips.to_vec();
         primary_first(&mut ips, request.families.primary());
-        Ok(self.hold(&request.service, pool_name, ips, sharing.cloned()))
+        Ok(self.hold(&request.service, pool_name, ips, sharing))
     }
 
     fn allocate_from_named_pool(
@@ -622,11 +644,11 @@ impl Allocator {
         request: &AllocRequest,
         pool: &str,
     ) -> Result<Assignment, AllocError> {
-        if !self.pools.contains_key(pool) {
+        let Some(pool_name) = self.pools.get(pool).map(|found| found.name.clone()) else {
             return Err(AllocError::UnknownPool {
                 pool: pool.to_string(),
             });
-        }
+        };
         if !request.admits(pool) {
             return Err(AllocError::PoolNotAdmitted {
                 pool: pool.to_string(),
@@ -637,12 +659,7 @@ impl Allocator {
         for families in request.families.attempts() {
             match self.try_pool(pool, &families, &request.service, sharing) {
                 Ok(ips) => {
-                    return Ok(self.hold(
-                        &request.service,
-                        pool.to_string(),
-                        ips,
-                        sharing.cloned(),
-                    ));
+                    return Ok(self.hold(&request.service, pool_name, ips, sharing));
                 }
                 Err(why) => last_rejection = Some(why),
             }
@@ -668,15 +685,10 @@ impl Allocator {
             for pool in &order {
                 match self.try_pool(pool, &families, &request.service, sharing) {
                     Ok(ips) => {
-                        return Ok(self.hold(
-                            &request.service,
-                            pool.clone(),
-                            ips,
-                            sharing.cloned(),
-                        ));
+                        return Ok(self.hold(&request.service, pool.clone(), ips, sharing));
                     }
                     Err(why) => tried.push(PoolAttempt {
-                        pool: pool.clone(),
+                        pool: pool.to_string(),
                         why,
                     }),
                 }
@@ -688,7 +700,7 @@ impl Allocator {
     }
 
     /// Auto-assign pools the Service may use, in the order they are tried.
-    fn automatic_pool_order(&self, request: &AllocRequest) -> Vec<String> {
+    fn automatic_pool_order(&self, request: &AllocRequest) -> Vec<Arc<str>> {
         let mut pinned: Vec<&Pool> = Vec::new();
         let mut open: Vec<&Pool> = Vec::new();
         for allowed in &request.allowed_pools {
@@ -708,7 +720,7 @@ impl Allocator {
             (a.priority == 0, a.priority, &a.name).cmp(&(b.priority == 0, b.priority, &b.name))
         });
         open.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut order: Vec<String> = Vec::new();
+        let mut order: Vec<Arc<str>> = Vec::new();
         for pool in pinned.into_iter().chain(open) {
             if !order.contains(&pool.name) {
                 order.push(pool.name.clone());
@@ -761,7 +773,9 @@ impl Allocator {
                     && self
                         .addresses
                         .get(ip)
-                        .is_some_and(|address| address.pool == pool_name)
+                        .and_then(|address| address.holders.first())
+                        .and_then(|holder| self.services.get(holder))
+                        .is_some_and(|held| &*held.pool == pool_name)
                     && self.first_conflict(ip, service, Some(sharing)).is_none()
             });
             if let Some(ip) = joinable {
@@ -791,7 +805,7 @@ impl Allocator {
             .iter()
             .filter(|holder| *holder != service)
             .find_map(|holder| {
-                let theirs = self.services.get(holder).and_then(|h| h.sharing.as_ref());
+                let theirs = self.services.get(holder).and_then(|h| h.sharing.as_deref());
                 sharing::check(sharing, theirs)
                     .err()
                     .map(|why| (holder.clone(), why))
@@ -802,17 +816,16 @@ impl Allocator {
     fn hold(
         &mut self,
         service: &ServiceKey,
-        pool: String,
+        pool: Arc<str>,
         ips: Vec<IpAddr>,
-        sharing: Option<Sharing>,
+        sharing: Option<&Sharing>,
     ) -> Assignment {
         for ip in &ips {
             let address = self.addresses.entry(*ip).or_insert_with(|| Address {
-                pool: pool.clone(),
-                holders: BTreeSet::new(),
+                holders: Vec::new(),
             });
             if address.holders.is_empty() {
-                if let Some(found) = self.pools.get_mut(&pool) {
+                if let Some(found) = self.pools.get_mut(&*pool) {
                     found.in_use[Family::of(ip).index()] += 1;
                     if let Some(entry) = found.entry_for_mut(ip) {
                         entry.mark_taken(ip);
@@ -820,23 +833,27 @@ impl Allocator {
                 }
                 self.quarantine.remove(ip);
             }
-            address.holders.insert(service.clone());
-            if let Some(sharing) = &sharing {
+            address.add_holder(service);
+            if let Some(sharing) = sharing {
                 self.by_sharing_key
                     .entry(sharing.key.clone())
                     .or_default()
                     .insert(*ip);
             }
         }
+        let assignment = Assignment {
+            pool: pool.to_string(),
+            ips: ips.clone(),
+        };
         self.services.insert(
             service.clone(),
             Held {
-                pool: pool.clone(),
-                ips: ips.clone(),
-                sharing,
+                pool,
+                ips,
+                sharing: sharing.cloned().map(Box::new),
             },
         );
-        Assignment { pool, ips }
+        assignment
     }
 
     /// Forgets what `service` holds; addresses nobody holds any more are quarantined (when
@@ -847,13 +864,13 @@ impl Allocator {
             let Some(address) = self.addresses.get_mut(ip) else {
                 continue;
             };
-            address.holders.remove(service);
+            address.remove_holder(service);
             if !address.holders.is_empty() {
                 continue;
             }
             self.addresses.remove(ip);
-            self.unindex_sharing(ip, held.sharing.as_ref());
-            if let Some(pool) = self.pools.get_mut(&held.pool) {
+            self.unindex_sharing(ip, held.sharing.as_deref());
+            if let Some(pool) = self.pools.get_mut(&*held.pool) {
                 let in_use = &mut pool.in_use[Family::of(ip).index()];
                 *in_use = in_use.saturating_sub(1);
             }

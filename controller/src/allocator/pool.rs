@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -339,7 +340,8 @@ impl Entry {
 /// A pool with its entries and counters.
 #[derive(Clone, Debug)]
 pub(crate) struct Pool {
-    pub(crate) name: String,
+    /// Shared with every assignment from this pool.
+    pub(crate) name: Arc<str>,
     pub(crate) auto_assign: bool,
     pub(crate) priority: i32,
     pub(crate) entries: Vec<Entry>,
@@ -350,7 +352,7 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(def: &PoolDef) -> Pool {
         Pool {
-            name: def.name.clone(),
+            name: Arc::from(def.name.as_str()),
             auto_assign: def.auto_assign,
             priority: def.priority,
             entries: def

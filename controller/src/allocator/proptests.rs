@@ -173,15 +173,11 @@ fn check_invariants(alloc: &Allocator) {
         for ip in &held.ips {
             // Every address lies in the Service's pool and may be handed out by it (so it is not
             // a network/broadcast/buggy address where those are excluded).
-            assert_eq!(
-                alloc.pool_of(ip),
-                Some(held.pool.as_str()),
-                "{key} holds {ip}"
-            );
+            assert_eq!(alloc.pool_of(ip), Some(&*held.pool), "{key} holds {ip}");
             distinct
                 .entry(*ip)
                 .or_insert_with(Vec::new)
-                .push((key, held.sharing.as_ref()));
+                .push((key, held.sharing.as_deref()));
         }
         let families: Vec<Family> = held.ips.iter().map(Family::of).collect();
         assert!(
