@@ -163,3 +163,64 @@ fn the_description_walker_finds_gaps() {
     undocumented(&schema, "Kind", &mut missing);
     assert_eq!(missing, ["Kind.spec.blank", "Kind.spec.list[].bare"]);
 }
+
+/// Parses `doc` as one `kind` object with the FerroLB type (unknown spec fields rejected).
+fn parse_as_kind(kind: &str, doc: &str) -> Result<(), String> {
+    use ferrolb_crds::v1beta1::*;
+    fn check<T: serde::de::DeserializeOwned>(doc: &str) -> Result<(), String> {
+        serde_saphyr::from_str::<T>(doc)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    match kind {
+        "IPAddressPool" => check::<IPAddressPool>(doc),
+        "L2Advertisement" => check::<L2Advertisement>(doc),
+        "BGPAdvertisement" => check::<BGPAdvertisement>(doc),
+        "BGPPeer" => check::<BGPPeer>(doc),
+        "BFDProfile" => check::<BFDProfile>(doc),
+        "Community" => check::<Community>(doc),
+        "ServiceL2Status" => check::<ServiceL2Status>(doc),
+        "ServiceBGPStatus" => check::<ServiceBGPStatus>(doc),
+        other => Err(format!("no FerroLB type for kind {other}")),
+    }
+}
+
+#[test]
+fn documentation_examples_parse_with_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let text = fs::read_to_string(&path).expect("read docs/configuration.md");
+    let mut seen = BTreeSet::new();
+    let mut failures = Vec::new();
+    for block in text.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap_or_default();
+        for doc in block.split("\n---\n") {
+            let value: Value = match serde_saphyr::from_str(doc) {
+                Ok(value) => value,
+                Err(err) => {
+                    failures.push(format!("invalid YAML ({err}):\n{doc}"));
+                    continue;
+                }
+            };
+            // Other sections (e.g. legacy ConfigMap examples) are not ours to check.
+            if value["apiVersion"] != "ferrolb.io/v1beta1" {
+                continue;
+            }
+            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+            match parse_as_kind(&kind, doc) {
+                Ok(()) => {
+                    seen.insert(kind);
+                }
+                Err(err) => failures.push(format!("{kind}: {err}\n{doc}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let every_kind: BTreeSet<String> = crdgen::all()
+        .iter()
+        .map(|crd| crd.spec.names.kind.clone())
+        .collect();
+    assert_eq!(
+        seen, every_kind,
+        "docs/configuration.md needs an example per kind"
+    );
+}
