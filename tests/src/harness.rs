@@ -13,7 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::lab::Lab;
+use crate::controlplane::ControlPlane;
+use crate::lab::{FerrolbBinaries, Lab};
 use crate::netlab::Netlab;
 
 /// Lines of each log printed when a test fails.
@@ -51,6 +52,7 @@ pub fn unique_prefix() -> String {
 pub struct TestLab {
     lab: Lab,
     test: String,
+    control_plane: Option<ControlPlane>,
 }
 
 impl TestLab {
@@ -75,7 +77,50 @@ impl TestLab {
         Ok(TestLab {
             lab,
             test: test.to_string(),
+            control_plane: None,
         })
+    }
+
+    /// The whole lab (network, control plane, Nodes, manifests, FerroLB processes when their
+    /// binaries are real), or `None` when skipped (not root).
+    pub fn start(test: &str, nodes: usize) -> anyhow::Result<Option<TestLab>> {
+        TestLab::start_with(test, nodes, FerrolbBinaries::default())
+    }
+
+    /// [`Self::start`] with the FerroLB binaries given explicitly.
+    pub fn start_with(
+        test: &str,
+        nodes: usize,
+        binaries: FerrolbBinaries,
+    ) -> anyhow::Result<Option<TestLab>> {
+        if !require_root(test) {
+            return Ok(None);
+        }
+        let mut test_lab = TestLab::unstarted(test, nodes)?;
+        test_lab.lab.binaries = binaries;
+        // On failure `test_lab` is dropped here, which tears down what was built.
+        match test_lab.lab.up() {
+            Ok(control_plane) => test_lab.control_plane = Some(control_plane),
+            Err(err) => {
+                test_lab.dump_logs();
+                return Err(err);
+            }
+        }
+        Ok(Some(test_lab))
+    }
+
+    /// `up` again (must be harmless); refreshes the control plane handle.
+    pub fn up_again(&mut self) -> anyhow::Result<()> {
+        self.control_plane = Some(self.lab.up()?);
+        Ok(())
+    }
+
+    /// The running control plane (after [`Self::start`]).
+    pub fn control_plane(&self) -> &ControlPlane {
+        match &self.control_plane {
+            Some(control_plane) => control_plane,
+            None => panic!("TestLab::control_plane: the lab was started without a control plane"),
+        }
     }
 
     pub fn lab(&self) -> &Lab {
@@ -111,6 +156,16 @@ impl Drop for TestLab {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.dump_logs();
+        }
+        if std::env::var_os("FERROLB_KEEP_LAB").is_some() {
+            eprintln!(
+                "{}: FERROLB_KEEP_LAB is set: lab {:?} left running; remove it with \
+                 `FERROLB_LAB_PREFIX={} cargo xtask lab down`",
+                self.test,
+                self.prefix(),
+                self.prefix()
+            );
+            return;
         }
         if let Err(err) = self.lab.down() {
             eprintln!(

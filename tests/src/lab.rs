@@ -1,7 +1,14 @@
 //! The whole lab: network namespaces + control plane + FerroLB processes, under one name prefix.
 //!
+//! `up` = network ([`Netlab`]) -> control plane in `<P>cp` ([`ControlPlane`], engineer D's API) ->
+//! Nodes `node1..N` registered -> manifests from `config/crd/` and `config/rbac/` applied ->
+//! ServiceAccount kubeconfigs minted -> FerroLB controller and speakers started (only when their
+//! binaries are real implementations, see [`real_binary`]). Every step is idempotent: a second
+//! `up` attaches to the running control plane and starts only what is missing.
+//!
 //! State lives in the run directory ([`crate::paths::run_dir`]): `lab.json` (what `up` built),
-//! pid and log files of every process, FRR configs, the control plane's PKI and kubeconfigs.
+//! pid and log files of every process, `frr/` (router configs and logs), `controlplane/` (PKI,
+//! etcd data, `admin.kubeconfig`, API server logs) and `kubeconfigs/` (ServiceAccount ones).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE, NodeSpec};
 use crate::netlab::Netlab;
 use crate::paths;
 use crate::process::Background;
@@ -38,11 +46,40 @@ pub struct LabState {
 }
 
 const STATE_FILE: &str = "lab.json";
+/// ServiceAccounts (in `ferrolb-system`) the FerroLB processes run as.
+pub const CONTROLLER_SERVICE_ACCOUNT: &str = "controller";
+pub const SPEAKER_SERVICE_ACCOUNT: &str = "speaker";
+/// Manifest directories applied on `up`, relative to the workspace root (missing ones are
+/// skipped).
+pub const MANIFEST_DIRS: [&str; 2] = ["config/crd", "config/rbac"];
 
-/// One lab: its network and its run directory.
+/// One lab: its network, its run directory and the FerroLB binaries it runs.
 #[derive(Debug, Clone)]
 pub struct Lab {
     pub netlab: Netlab,
+    pub binaries: FerrolbBinaries,
+}
+
+/// Where the FerroLB binaries are: `$FERROLB_CONTROLLER_BIN` / `$FERROLB_SPEAKER_BIN`, else
+/// `target/debug/ferrolb-{controller,speaker}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FerrolbBinaries {
+    pub controller: PathBuf,
+    pub speaker: PathBuf,
+}
+
+impl Default for FerrolbBinaries {
+    fn default() -> Self {
+        let locate = |var: &str, name: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| paths::target_dir().join("debug").join(name))
+        };
+        FerrolbBinaries {
+            controller: locate("FERROLB_CONTROLLER_BIN", "ferrolb-controller"),
+            speaker: locate("FERROLB_SPEAKER_BIN", "ferrolb-speaker"),
+        }
+    }
 }
 
 impl Lab {
@@ -50,6 +87,7 @@ impl Lab {
     pub fn new(prefix: &str, nodes: usize) -> anyhow::Result<Lab> {
         Ok(Lab {
             netlab: Netlab::new(prefix, nodes, &paths::run_dir(prefix))?,
+            binaries: FerrolbBinaries::default(),
         })
     }
 
@@ -86,19 +124,120 @@ impl Lab {
         Ok(())
     }
 
+    /// The control plane's run directory.
+    pub fn control_plane_dir(&self) -> PathBuf {
+        self.run_dir().join("controlplane")
+    }
+
+    /// Where the ServiceAccount kubeconfigs go.
+    pub fn kubeconfig_dir(&self) -> PathBuf {
+        self.run_dir().join("kubeconfigs")
+    }
+
+    /// The admin kubeconfig (its server is 192.0.2.2:6443, reachable inside the lab only).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.control_plane_dir().join("admin.kubeconfig")
+    }
+
+    /// Attaches to this lab's running control plane, or starts one in `<P>cp` (needs the network
+    /// up and the binaries built: `cargo xtask controlplane build`).
+    pub fn control_plane_up(&self) -> anyhow::Result<ControlPlane> {
+        let dir = self.control_plane_dir();
+        if let Ok(running) = ControlPlane::attach(&dir) {
+            return Ok(running);
+        }
+        // Whatever is left of an earlier one (a crashed etcd, say) goes first.
+        controlplane::stop(&dir)?;
+        let config = ControlPlaneConfig::lab(&dir, self.netlab.topology.control_plane_ns());
+        ControlPlane::start(config).context("starting the control plane")
+    }
+
+    /// Everything: network, control plane, Nodes, manifests, kubeconfigs, FerroLB processes.
+    /// Idempotent. Returns the running control plane.
+    pub fn up(&self) -> anyhow::Result<ControlPlane> {
+        self.network_up()?;
+        let control_plane = self.control_plane_up()?;
+        let version = control_plane.server_version_blocking()?;
+        println!(
+            "lab {:?}: kube-apiserver {version} at {}",
+            self.prefix(),
+            control_plane.server_url
+        );
+        for dir in MANIFEST_DIRS {
+            control_plane
+                .install_crds(&paths::workspace_root().join(dir))
+                .with_context(|| format!("applying {dir}"))?;
+        }
+        let kubeconfigs = self.cluster_setup(&control_plane)?;
+        for started in self.start_ferrolb(&kubeconfigs)? {
+            println!("lab {:?}: {started}", self.prefix());
+        }
+        Ok(control_plane)
+    }
+
+    /// Registers the Nodes and mints the ServiceAccount kubeconfigs (async kube calls, run on a
+    /// thread of their own so this works from sync code and from inside a tokio runtime alike).
+    fn cluster_setup(&self, control_plane: &ControlPlane) -> anyhow::Result<FerrolbKubeconfigs> {
+        let nodes: Vec<NodeSpec> = self
+            .netlab
+            .topology
+            .nodes()
+            .map(|node| NodeSpec {
+                name: node.name.clone(),
+                internal_ipv4: Some(node.ipv4),
+                internal_ipv6: Some(node.ipv6),
+                labels: BTreeMap::new(),
+            })
+            .collect();
+        let dir = self.kubeconfig_dir();
+        let controller = dir.join("controller.kubeconfig");
+        let speaker = dir.join("speaker.kubeconfig");
+        block_on_own_thread(async {
+            for node in &nodes {
+                control_plane.register_node(node).await?;
+            }
+            control_plane
+                .mint_service_account_kubeconfig(
+                    FERROLB_NAMESPACE,
+                    CONTROLLER_SERVICE_ACCOUNT,
+                    &controller,
+                )
+                .await?;
+            control_plane
+                .mint_service_account_kubeconfig(
+                    FERROLB_NAMESPACE,
+                    SPEAKER_SERVICE_ACCOUNT,
+                    &speaker,
+                )
+                .await?;
+            anyhow::Ok(())
+        })?;
+        Ok(FerrolbKubeconfigs {
+            controller,
+            speakers: nodes
+                .into_iter()
+                .map(|node| (node.name, speaker.clone()))
+                .collect(),
+        })
+    }
+
     /// Stops everything the lab started and deletes its namespaces (idempotent).
     pub fn down(&self) -> anyhow::Result<()> {
+        // The control plane first, gracefully (etcd likes a clean shutdown); everything left in
+        // the lab's namespaces is then stopped by pid.
+        controlplane::stop(&self.control_plane_dir())?;
         self.netlab.down().context("tearing the network lab down")?;
         Ok(())
     }
 
-    /// Starts the FerroLB controller (in `cp`) and one speaker per node, each with `KUBECONFIG`
-    /// and `NODE_NAME`, if the binaries are real implementations (see [`real_binary`]). Returns
-    /// what was started, for the log.
+    /// Starts the FerroLB controller (in `cp`) and one speaker per node, each with `KUBECONFIG`,
+    /// `NODE_NAME` and `RUST_LOG=info` (output in `controller.log` / `speaker-<node>.log`), if the
+    /// binaries are real implementations (see [`real_binary`]). Already running ones are left
+    /// alone. Returns what was started, for the log.
     pub fn start_ferrolb(&self, kubeconfigs: &FerrolbKubeconfigs) -> anyhow::Result<Vec<String>> {
-        let mut started = Vec::new();
+        let mut processes = Vec::new();
         let topology = &self.netlab.topology;
-        if let Some(controller) = real_binary("ferrolb-controller") {
+        if let Some(controller) = real_binary(&self.binaries.controller) {
             let mut env = BTreeMap::new();
             env.insert(
                 "KUBECONFIG".to_string(),
@@ -107,7 +246,7 @@ impl Lab {
             env.insert("NODE_NAME".to_string(), "cp".to_string());
             env.insert("RUST_LOG".to_string(), "info".to_string());
             let ns = topology.control_plane_ns();
-            let pid = Background {
+            let started = Background {
                 name: "controller",
                 ns: &ns,
                 program: &controller,
@@ -116,9 +255,9 @@ impl Lab {
                 dir: self.run_dir(),
             }
             .start()?;
-            started.push(format!("controller (pid {pid})"));
+            processes.push(format!("controller: {started}"));
         }
-        if let Some(speaker) = real_binary("ferrolb-speaker") {
+        if let Some(speaker) = real_binary(&self.binaries.speaker) {
             for node in topology.nodes() {
                 let Some(kubeconfig) = kubeconfigs.speakers.get(&node.name) else {
                     anyhow::bail!("no speaker kubeconfig for {}", node.name);
@@ -128,7 +267,7 @@ impl Lab {
                 env.insert("NODE_NAME".to_string(), node.name.clone());
                 env.insert("RUST_LOG".to_string(), "info".to_string());
                 let ns = topology.ns(&node.name);
-                let pid = Background {
+                let started = Background {
                     name: &format!("speaker-{}", node.name),
                     ns: &ns,
                     program: &speaker,
@@ -137,10 +276,10 @@ impl Lab {
                     dir: self.run_dir(),
                 }
                 .start()?;
-                started.push(format!("speaker on {} (pid {pid})", node.name));
+                processes.push(format!("speaker on {}: {started}", node.name));
             }
         }
-        Ok(started)
+        Ok(processes)
     }
 }
 
@@ -152,22 +291,14 @@ pub struct FerrolbKubeconfigs {
     pub speakers: BTreeMap<String, PathBuf>,
 }
 
-/// The path of a FerroLB binary (`$FERROLB_CONTROLLER_BIN` / `$FERROLB_SPEAKER_BIN`, else
-/// `target/debug/<name>`) if it is a real implementation: it exists and `--version` succeeds
-/// within 5 s. The stubs exit 1, so today the lab runs without them.
-pub fn real_binary(name: &str) -> Option<PathBuf> {
-    let var = format!(
-        "{}_BIN",
-        name.trim_start_matches("ferrolb-").to_ascii_uppercase()
-    );
-    let path = std::env::var_os(format!("FERROLB_{var}"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| paths::target_dir().join("debug").join(name));
+/// `path` if it is a real implementation: it exists and `--version` succeeds within 5 s. The
+/// stubs exit 1, so until the controller and speaker exist the lab simply runs without them.
+pub fn real_binary(path: &Path) -> Option<PathBuf> {
     if !path.exists() {
         tracing::info!("{} not built: not starting it", path.display());
         return None;
     }
-    let mut probe = Command::new(&path);
+    let mut probe = Command::new(path);
     probe
         .arg("--version")
         .stdin(Stdio::null())
@@ -196,20 +327,41 @@ pub fn real_binary(name: &str) -> Option<PathBuf> {
         );
         return None;
     }
-    Some(path)
+    Some(path.to_path_buf())
+}
+
+/// Runs a future to completion on a new thread with its own tokio runtime.
+fn block_on_own_thread<F, T>(future: F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>> + Send,
+    T: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("lab setup thread panicked")))
+    })
 }
 
 pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
     let lab = Lab::new(&opts.prefix, opts.nodes)?;
-    lab.network_up()?;
+    let control_plane = lab.up()?;
     println!(
-        "lab {:?} up: {} nodes, run directory {}",
+        "lab {:?} up: {} nodes, run directory {}\nadmin kubeconfig: {} (server {} inside the lab; use `cargo xtask lab kubectl -- ...`)",
         lab.prefix(),
         opts.nodes,
-        lab.run_dir().display()
+        lab.run_dir().display(),
+        control_plane.kubeconfig.display(),
+        control_plane.server_url,
     );
     if opts.demo {
-        println!("demo: not available yet (needs the FerroLB controller and speaker)");
+        crate::demo::run(&lab, &control_plane)?;
     }
     Ok(())
 }
@@ -226,17 +378,39 @@ pub fn status(prefix: &str) -> anyhow::Result<()> {
     if let Ok(summary) = lab.netlab.router().vtysh("show bgp summary") {
         println!("== router: show bgp summary\n{summary}");
     }
+    match ControlPlane::attach(&lab.control_plane_dir()) {
+        Ok(control_plane) => println!(
+            "== control plane: kube-apiserver {} at {}, kubeconfig {}",
+            control_plane.server_version_blocking()?,
+            control_plane.server_url,
+            control_plane.kubeconfig.display()
+        ),
+        Err(err) => println!("== control plane: not running ({err:#})"),
+    }
     Ok(())
 }
 
 /// Path of the lab's admin kubeconfig.
 pub fn kubeconfig(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
-    let _ = prefix;
-    anyhow::bail!("lab kubeconfig not implemented yet")
+    let path = Lab::existing(prefix)?.admin_kubeconfig();
+    if !path.exists() {
+        anyhow::bail!(
+            "no kubeconfig at {}: is the lab {prefix:?} up? (cargo xtask lab up)",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
-/// Runs the machine's `kubectl` against the lab; returns its exit code.
+/// Runs kubectl (the v1.36 one from `target/controlplane`) against the lab, inside the control
+/// plane's namespace where the API server address is reachable; returns its exit code.
 pub fn kubectl(prefix: &str, args: &[String]) -> anyhow::Result<i32> {
-    let _ = (prefix, args);
-    anyhow::bail!("lab kubectl not implemented yet")
+    let lab = Lab::existing(prefix)?;
+    let control_plane = ControlPlane::attach(&lab.control_plane_dir())
+        .with_context(|| format!("is the lab {prefix:?} up? (cargo xtask lab up)"))?;
+    let status = control_plane
+        .kubectl(args)
+        .status()
+        .context("running kubectl")?;
+    Ok(status.code().unwrap_or(1))
 }

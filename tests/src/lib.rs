@@ -9,6 +9,7 @@
 
 pub mod cmd;
 pub mod controlplane;
+pub mod demo;
 pub mod harness;
 pub mod lab;
 pub mod netlab;

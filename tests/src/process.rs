@@ -42,11 +42,14 @@ impl Background<'_> {
         self.dir.join(format!("{}.pid", self.name))
     }
 
-    /// Starts the process unless its pid file names a live one; returns its pid.
-    pub fn start(&self) -> Result<i32, ProcessError> {
+    /// Starts the process unless its pid file names a live one.
+    pub fn start(&self) -> Result<Started, ProcessError> {
         if let Some(pid) = read_pid(&self.pid_file()).filter(|pid| is_alive(*pid)) {
             tracing::debug!(name = self.name, pid, "already running");
-            return Ok(pid);
+            return Ok(Started {
+                pid,
+                already_running: true,
+            });
         }
         let log_path = self.dir.join(format!("{}.log", self.name));
         let file_error = |source| ProcessError::File {
@@ -83,7 +86,28 @@ impl Background<'_> {
             path: pid_file.clone(),
             source,
         })?;
-        Ok(pid)
+        Ok(Started {
+            pid,
+            already_running: false,
+        })
+    }
+}
+
+/// The outcome of [`Background::start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub pid: i32,
+    /// It was running already (a second `up`); nothing was started.
+    pub already_running: bool,
+}
+
+impl std::fmt::Display for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.already_running {
+            write!(f, "already running, pid {}", self.pid)
+        } else {
+            write!(f, "pid {}", self.pid)
+        }
     }
 }
 

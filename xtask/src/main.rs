@@ -35,6 +35,9 @@ enum LabCommand {
         /// Also run the layer2 demo.
         #[arg(long)]
         demo: bool,
+        /// Do not build the control plane and the FerroLB binaries first.
+        #[arg(long)]
+        no_build: bool,
     },
     /// Stop everything the lab started and delete its namespaces.
     Down,
@@ -59,18 +62,45 @@ fn prefix() -> String {
     std::env::var("FERROLB_LAB_PREFIX").unwrap_or_else(|_| "flb-".to_string())
 }
 
+/// Builds what `lab up` runs: the control plane (only when missing or stale) and the FerroLB
+/// binaries (cargo's own incremental build).
+fn build_for_lab() -> anyhow::Result<()> {
+    ferrolb_tests::controlplane::build()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "-p", "ferrolb-controller", "-p", "ferrolb-speaker"]);
+    ferrolb_tests::cmd::run(build)?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Controlplane {
             command: ControlplaneCommand::Build,
         } => ferrolb_tests::controlplane::build(),
         Command::Lab { command } => match command {
-            LabCommand::Up { nodes, demo } => lab::up(&lab::UpOptions {
-                prefix: prefix(),
+            LabCommand::Up {
                 nodes,
                 demo,
-            }),
+                no_build,
+            } => {
+                if !no_build {
+                    build_for_lab()?;
+                }
+                lab::up(&lab::UpOptions {
+                    prefix: prefix(),
+                    nodes,
+                    demo,
+                })
+            }
             LabCommand::Down => lab::down(&prefix()),
             LabCommand::Status => lab::status(&prefix()),
             LabCommand::Kubeconfig => {

@@ -75,12 +75,30 @@ impl Netlab {
             path: self.run_dir.clone(),
             source,
         })?;
+        self.remove_stale_nodes()?;
         self.switch_up()?;
         for host in &self.topology.hosts {
             self.host_up(host)?;
         }
         self.outside_up()?;
         self.router().start()?;
+        Ok(())
+    }
+
+    /// Node namespaces from an earlier `up` with more nodes: their processes are stopped and
+    /// the namespaces deleted (their bridge ports go with them).
+    fn remove_stale_nodes(&self) -> Result<(), NetlabError> {
+        let wanted = self.topology.namespaces();
+        for ns in self.existing_namespaces() {
+            if wanted.contains(&ns) {
+                continue;
+            }
+            let survivors = process::stop(&netns::pids(&ns), Duration::from_secs(3));
+            if !survivors.is_empty() {
+                return Err(NetlabError::Survivors(survivors));
+            }
+            netns::delete(&ns)?;
+        }
         Ok(())
     }
 
