@@ -442,7 +442,8 @@ impl Allocator {
     /// been requested explicitly (except that `autoAssign: false` pools are fine); never adds a
     /// family. When two Services claim the same address and may not share it, the first one to
     /// restore keeps it and the second gets `SharingConflict`: the controller restores in a
-    /// deterministic order and then calls `assign` for the loser.
+    /// deterministic order and then calls `assign` for the loser. A Service that held other
+    /// addresses than `ips` loses them first (the status is the source of truth).
     pub fn restore(
         &mut self,
         request: &AllocRequest,
