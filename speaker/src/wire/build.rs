@@ -23,6 +23,9 @@ pub enum GratuitousArpForm {
     /// A broadcast request "who-has VIP tell VIP"; target hardware address zero (unused).
     Request,
     /// A broadcast reply "VIP is-at MAC"; target hardware address = our MAC as RFC 5944 asks.
+    /// Linux only treats a reply as gratuitous (bypassing its ARP `locktime`) when the target
+    /// hardware address equals the sender's (`arp_is_garp` in `net/ipv4/arp.c`), so a broadcast
+    /// target address here, as some implementations send, would be subject to the lock.
     Reply,
 }
 
