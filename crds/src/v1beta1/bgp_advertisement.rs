@@ -54,7 +54,9 @@ use super::ConfigStatus;
     "!has(self.serviceSelectors) || size(self.serviceSelectors) == 0 || \
      ((!has(self.aggregationLength) || self.aggregationLength == 32) && \
       (!has(self.aggregationLengthV6) || self.aggregationLengthV6 == 128))"
-).message("serviceSelectors cannot be used together with a non-default aggregationLength or aggregationLengthV6"))]
+).message("serviceSelectors cannot be used together with a non-default aggregationLength or aggregationLengthV6")
+.field_path(".serviceSelectors")
+.reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPAdvertisementSpec {
     /// Prefix length used to announce IPv4 addresses, 1 to 32 (default `32`: one route per

@@ -72,20 +72,35 @@ use super::{ConfigStatus, DURATION_PATTERN};
     )
 )]
 #[x_kube(
-    validation = Rule::new("has(self.peerASN) != has(self.dynamicASN)")
-        .message("exactly one of peerASN and dynamicASN must be set"),
-    validation = Rule::new("has(self.peerAddress) != has(self.interface)")
-        .message("exactly one of peerAddress and interface must be set"),
+    validation = Rule::new("has(self.peerASN) || has(self.dynamicASN)")
+        .message("one of peerASN and dynamicASN is required")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!(has(self.peerASN) && has(self.dynamicASN))")
+        .message("peerASN and dynamicASN are mutually exclusive")
+        .field_path(".dynamicASN")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.peerAddress) || has(self.interface)")
+        .message("one of peerAddress and interface is required")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!(has(self.peerAddress) && has(self.interface))")
+        .message("peerAddress and interface are mutually exclusive")
+        .field_path(".interface")
+        .reason(Reason::FieldValueForbidden),
     validation = Rule::new("!(has(self.password) && has(self.passwordSecret))")
-        .message("password and passwordSecret are mutually exclusive"),
+        .message("password and passwordSecret are mutually exclusive")
+        .field_path(".passwordSecret")
+        .reason(Reason::FieldValueForbidden),
     validation = Rule::new(
         "!has(self.ebgpMultiHop) || !self.ebgpMultiHop || !has(self.peerASN) || self.peerASN != self.myASN"
     )
-    .message("ebgpMultiHop cannot be set for an iBGP session (peerASN equal to myASN)"),
+    .message("ebgpMultiHop cannot be set for an iBGP session (peerASN equal to myASN)")
+    .field_path(".ebgpMultiHop")
+    .reason(Reason::FieldValueForbidden),
     validation = Rule::new(
         "!has(self.holdTime) || !has(self.keepaliveTime) || duration(self.keepaliveTime) <= duration(self.holdTime)"
     )
     .message("keepaliveTime must not be longer than holdTime")
+    .field_path(".keepaliveTime")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPPeerSpec {
