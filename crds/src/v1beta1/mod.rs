@@ -44,6 +44,21 @@ pub const API_VERSION: &str = "ferrolb.io/v1beta1";
 /// The namespace the configuration objects live in unless the deployment says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "ferrolb-system";
 
+/// Condition type the controller sets on a configuration object: `True` when the object is part
+/// of the valid configuration, `False` (message naming the field and reason) when it is rejected.
+pub const CONDITION_CONFIG_VALID: &str = "ConfigValid";
+
+/// Label on ServiceL2Status / ServiceBGPStatus objects: name of the announcing node.
+pub const LABEL_NODE: &str = "ferrolb.io/node";
+/// Label on ServiceL2Status / ServiceBGPStatus objects: name of the Service.
+pub const LABEL_SERVICE_NAME: &str = "ferrolb.io/service-name";
+/// Label on ServiceL2Status / ServiceBGPStatus objects: namespace of the Service.
+pub const LABEL_SERVICE_NAMESPACE: &str = "ferrolb.io/service-namespace";
+/// `metadata.generateName` of ServiceL2Status objects (as in MetalLB).
+pub const SERVICE_L2_STATUS_GENERATE_NAME: &str = "l2-";
+/// `metadata.generateName` of ServiceBGPStatus objects (as in MetalLB).
+pub const SERVICE_BGP_STATUS_GENERATE_NAME: &str = "bgp-";
+
 /// Regular expression for a Go `time.Duration` string (`90s`, `1m30s`, `500ms`, `0`), which is
 /// how MetalLB's `metav1.Duration` fields are written.
 pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
