@@ -19,6 +19,8 @@ use crate::netlab::Netlab;
 
 /// Lines of each log printed when a test fails.
 const LOG_TAIL_LINES: usize = 40;
+/// In the run directory of a lab kept with `FERROLB_KEEP_LAB`.
+const KEEP_MARKER: &str = "kept";
 
 /// Whether this process can build labs (root). When it cannot: in CI (env `CI` set) this panics,
 /// because a skipped end-to-end test there would hide a broken setup; elsewhere it prints why the
@@ -68,6 +70,8 @@ impl TestLab {
 
     /// A lab described but not started (the caller drives `up`); still torn down on drop.
     pub fn unstarted(test: &str, nodes: usize) -> anyhow::Result<TestLab> {
+        static STALE_LABS_REMOVED: std::sync::Once = std::sync::Once::new();
+        STALE_LABS_REMOVED.call_once(remove_stale_test_labs);
         let lab = Lab::new(&unique_prefix(), nodes)?;
         eprintln!(
             "{test}: lab prefix {:?}, run directory {}",
@@ -158,6 +162,8 @@ impl Drop for TestLab {
             self.dump_logs();
         }
         if std::env::var_os("FERROLB_KEEP_LAB").is_some() {
+            // The marker keeps `remove_stale_test_labs` of later test runs away from it.
+            let _ = fs::write(self.run_dir().join(KEEP_MARKER), "");
             eprintln!(
                 "{}: FERROLB_KEEP_LAB is set: lab {:?} left running; remove it with \
                  `FERROLB_LAB_PREFIX={} cargo xtask lab down`",
@@ -167,12 +173,44 @@ impl Drop for TestLab {
             );
             return;
         }
-        if let Err(err) = self.lab.down() {
-            eprintln!(
+        let panicking = std::thread::panicking();
+        match self.lab.down() {
+            // Logs of a passing test are of no interest; those of a failing one are kept.
+            Ok(()) if !panicking => {
+                let _ = fs::remove_dir_all(self.run_dir());
+            }
+            Ok(()) => {}
+            Err(err) => eprintln!(
                 "{}: tearing down lab {:?}: {err:#}",
                 self.test,
                 self.prefix()
-            );
+            ),
+        }
+    }
+}
+
+/// Tears down test labs (`ft<pid>x<n>-`) whose test process no longer exists: a test killed
+/// before its `Drop` ran leaves its namespaces and processes behind.
+pub fn remove_stale_test_labs() {
+    let mut prefixes: Vec<String> = crate::netlab::netns::list_with_prefix("ft")
+        .into_iter()
+        .filter_map(|ns| {
+            let (prefix, _) = ns.split_once('-')?;
+            let (pid, n) = prefix.strip_prefix("ft")?.split_once('x')?;
+            let pid: i32 = pid.parse().ok()?;
+            n.parse::<u32>().ok()?;
+            let prefix = format!("{prefix}-");
+            let kept = crate::paths::run_dir(&prefix).join(KEEP_MARKER).exists();
+            (!crate::process::is_alive(pid) && !kept).then_some(prefix)
+        })
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    for prefix in prefixes {
+        eprintln!("removing lab {prefix:?} left by a test process that no longer exists");
+        let result = Lab::existing(&prefix).and_then(|lab| lab.down());
+        if let Err(err) = result {
+            eprintln!("removing stale lab {prefix:?}: {err:#}");
         }
     }
 }

@@ -129,8 +129,8 @@ fn assert_nothing_left(prefix: &str, run_dir: &Path, pids: &[i32]) {
     let frr_state = Path::new("/var/run/frr").join(format!("{prefix}router"));
     assert!(!frr_state.exists(), "{} left", frr_state.display());
     assert!(
-        run_dir.exists(),
-        "run directory (logs) is kept for inspection"
+        !run_dir.exists(),
+        "run directory of a passing test is removed"
     );
 }
 
