@@ -1,19 +1,275 @@
-//! `lab up --demo`: the layer2 demo. Needs the real FerroLB controller and speaker.
+//! `lab up --demo`: the layer2 demo. An IPAddressPool + L2Advertisement, a dual-stack
+//! LoadBalancer Service `default/demo` whose EndpointSlices point at an HTTP responder on every
+//! node, and `curl` from `client` to the IPs FerroLB assigned and announces.
+//!
+//! There is no kube-proxy in the lab, so each node gets an nftables rule that does its job for
+//! the demo: traffic to the Service IPs on port 80 is redirected to the local responder on 8080.
+//! The node kernels do not own the Service IPs, so only the speaker's ARP/NDP answers make them
+//! reachable.
 
-use crate::controlplane::ControlPlane;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cmd;
+use crate::controlplane::{ControlPlane, FERROLB_NAMESPACE};
 use crate::lab::{Lab, real_binary};
+use crate::netlab::netns;
+use crate::process::Background;
+
+/// The demo pool, inside the node LAN so that layer2 announcements reach the client.
+pub const DEMO_POOL: [&str; 2] = ["192.0.2.100-192.0.2.109", "2001:db8:2::100-2001:db8:2::109"];
+/// Port of the HTTP responders on the nodes (the Service's targetPort).
+pub const RESPONDER_PORT: u16 = 8080;
+const SERVICE: &str = "demo";
+const NFT_TABLE: &str = "ferrolb-demo";
+const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
+const REACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The demo's Kubernetes objects for a lab with these nodes (`(name, ipv4, ipv6)`), as YAML.
+pub fn manifest(nodes: &[(String, String, String)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: demo, namespace: {FERROLB_NAMESPACE}}}
+spec:
+  addresses: [\"{}\", \"{}\"]
+---
+apiVersion: ferrolb.io/v1beta1
+kind: L2Advertisement
+metadata: {{name: demo, namespace: {FERROLB_NAMESPACE}}}
+spec:
+  ipAddressPools: [demo]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {SERVICE}, namespace: default}}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv4, IPv6]
+  selector: {{app: demo}}
+  ports: [{{name: http, port: 80, targetPort: {RESPONDER_PORT}, protocol: TCP}}]
+",
+        DEMO_POOL[0], DEMO_POOL[1]
+    );
+    // No kubelet and no endpoint controller pods: the EndpointSlices are written by hand.
+    for (family, pick) in [("IPv4", 1), ("IPv6", 2)] {
+        let _ = write!(
+            yaml,
+            "---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {SERVICE}-{lower}
+  namespace: default
+  labels: {{kubernetes.io/service-name: {SERVICE}, endpointslice.kubernetes.io/managed-by: ferrolb-lab}}
+addressType: {family}
+ports: [{{name: http, port: {RESPONDER_PORT}, protocol: TCP}}]
+endpoints:
+",
+            lower = family.to_ascii_lowercase()
+        );
+        for node in nodes {
+            let address = if pick == 1 { &node.1 } else { &node.2 };
+            let _ = writeln!(
+                yaml,
+                "- addresses: [\"{address}\"]\n  nodeName: {}\n  conditions: {{ready: true, serving: true, terminating: false}}",
+                node.0
+            );
+        }
+    }
+    yaml
+}
+
+/// The nftables ruleset that stands in for kube-proxy on a node.
+pub fn nft_ruleset(service_ips: &[String]) -> String {
+    let mut rules = String::new();
+    for ip in service_ips {
+        let family = if ip.contains(':') { "ip6" } else { "ip" };
+        let _ = writeln!(
+            rules,
+            "    {family} daddr {ip} tcp dport 80 redirect to :{RESPONDER_PORT}"
+        );
+    }
+    format!(
+        "table inet {NFT_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{rules}  }}\n}}\n"
+    )
+}
 
 /// Runs the layer2 demo in a lab that is up.
 pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
-    let _ = control_plane;
     if real_binary(&lab.binaries.controller).is_none()
         || real_binary(&lab.binaries.speaker).is_none()
     {
         println!(
             "demo: skipped: the FerroLB controller and speaker are not built or are still stubs \
-             (cargo build -p ferrolb-controller -p ferrolb-speaker)"
+             (their `--version` must succeed; cargo build -p ferrolb-controller -p ferrolb-speaker)"
         );
         return Ok(());
     }
-    anyhow::bail!("demo: not implemented yet")
+    let topology = &lab.netlab.topology;
+    let dir = lab.run_dir().join("demo");
+    let nodes: Vec<(String, String, String)> = topology
+        .nodes()
+        .map(|node| {
+            (
+                node.name.clone(),
+                node.ipv4.to_string(),
+                node.ipv6.to_string(),
+            )
+        })
+        .collect();
+
+    // HTTP responders, one per node, each saying which node answered.
+    for (name, _, _) in &nodes {
+        let root = dir.join(name);
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        fs::write(root.join("index.html"), format!("hello from {name}\n"))?;
+        let started = Background {
+            name: &format!("demo-http-{name}"),
+            ns: &topology.ns(name),
+            program: Path::new("python3"),
+            args: vec![
+                "-m".into(),
+                "http.server".into(),
+                RESPONDER_PORT.to_string(),
+                "--bind".into(),
+                "::".into(),
+                "--directory".into(),
+                root.display().to_string(),
+            ],
+            env: BTreeMap::new(),
+            dir: lab.run_dir(),
+        }
+        .start()?;
+        println!("demo: HTTP responder on {name}:{RESPONDER_PORT} ({started})");
+    }
+
+    let manifest_path = dir.join("demo.yaml");
+    fs::write(&manifest_path, manifest(&nodes))?;
+    control_plane.kubectl_output([
+        "apply".as_ref(),
+        "--server-side".as_ref(),
+        "-f".as_ref(),
+        manifest_path.as_os_str(),
+    ])?;
+    println!("demo: applied {}", manifest_path.display());
+
+    let service_ips = wait_for_ingress(control_plane)?;
+    println!(
+        "demo: Service default/{SERVICE} got {}",
+        service_ips.join(", ")
+    );
+
+    let ruleset = dir.join("kube-proxy.nft");
+    fs::write(&ruleset, nft_ruleset(&service_ips))?;
+    for (name, _, _) in &nodes {
+        let ns = topology.ns(name);
+        let mut delete = netns::exec(&ns, "nft");
+        delete.args(["delete", "table", "inet", NFT_TABLE]);
+        // Absent on the first run.
+        let _ = cmd::run(delete);
+        let mut apply = netns::exec(&ns, "nft");
+        apply.arg("-f").arg(&ruleset);
+        cmd::run(apply)?;
+    }
+
+    let client = topology.client_ns();
+    for ip in &service_ips {
+        let url = if ip.contains(':') {
+            format!("http://[{ip}]/")
+        } else {
+            format!("http://{ip}/")
+        };
+        let answer = curl_until_answered(&client, &url)?;
+        let neighbour = netns::ip(&client, &["neigh", "show", ip]).unwrap_or_default();
+        println!(
+            "demo: curl {url} from client -> {} (client's neighbour entry: {})",
+            answer.trim(),
+            neighbour.trim()
+        );
+    }
+    println!(
+        "demo: try `ip netns exec {client} curl http://{}/`, then cut the answering node off with \
+         `ip -n {} link set <node> down` and curl again",
+        service_ips.first().map_or("<ip>", String::as_str),
+        topology.switch_ns()
+    );
+    Ok(())
+}
+
+fn wait_for_ingress(control_plane: &ControlPlane) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + ASSIGN_TIMEOUT;
+    loop {
+        let ips = control_plane.kubectl_output([
+            "get",
+            "service",
+            SERVICE,
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ])?;
+        let ips: Vec<String> = ips.split_whitespace().map(str::to_string).collect();
+        if !ips.is_empty() {
+            return Ok(ips);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "demo: Service default/{SERVICE} got no IP within {ASSIGN_TIMEOUT:?}; see controller.log in the run directory"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn curl_until_answered(client_ns: &str, url: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + REACH_TIMEOUT;
+    loop {
+        let mut curl = netns::exec(client_ns, "curl");
+        curl.args(["-sS", "-m", "3", url]);
+        match cmd::stdout(curl) {
+            Ok(body) => return Ok(body),
+            Err(err) if Instant::now() >= deadline => {
+                return Err(err).with_context(|| {
+                    format!("demo: {url} not reachable from client; see speaker-*.log in the run directory")
+                });
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_has_pool_advertisement_service_and_both_slices() {
+        let nodes = vec![(
+            "node1".to_string(),
+            "192.0.2.11".to_string(),
+            "2001:db8:2::11".to_string(),
+        )];
+        let yaml = manifest(&nodes);
+        assert_eq!(yaml.matches("\n---\n").count(), 4, "{yaml}");
+        assert!(yaml.contains(
+            "addresses: [\"192.0.2.100-192.0.2.109\", \"2001:db8:2::100-2001:db8:2::109\"]"
+        ));
+        assert!(yaml.contains("ipAddressPools: [demo]"));
+        assert!(yaml.contains("addressType: IPv6"));
+        assert!(yaml.contains("- addresses: [\"2001:db8:2::11\"]\n  nodeName: node1"));
+    }
+
+    #[test]
+    fn nft_ruleset_redirects_each_family() {
+        let rules = nft_ruleset(&["192.0.2.100".into(), "2001:db8:2::100".into()]);
+        assert!(rules.contains("ip daddr 192.0.2.100 tcp dport 80 redirect to :8080"));
+        assert!(rules.contains("ip6 daddr 2001:db8:2::100 tcp dport 80 redirect to :8080"));
+    }
 }
