@@ -47,8 +47,9 @@ pub struct LabState {
 
 const STATE_FILE: &str = "lab.json";
 /// ServiceAccounts (in `ferrolb-system`) the FerroLB processes run as.
-pub const CONTROLLER_SERVICE_ACCOUNT: &str = "controller";
-pub const SPEAKER_SERVICE_ACCOUNT: &str = "speaker";
+/// (Also created, with their RBAC, by `config/rbac/`.)
+pub const CONTROLLER_SERVICE_ACCOUNT: &str = "ferrolb-controller";
+pub const SPEAKER_SERVICE_ACCOUNT: &str = "ferrolb-speaker";
 /// Manifest directories applied on `up`, relative to the workspace root (missing ones are
 /// skipped).
 pub const MANIFEST_DIRS: [&str; 2] = ["config/crd", "config/rbac"];
@@ -231,7 +232,7 @@ impl Lab {
     }
 
     /// Starts the FerroLB controller (in `cp`) and one speaker per node, each with `KUBECONFIG`,
-    /// `NODE_NAME` and `RUST_LOG=info` (output in `controller.log` / `speaker-<node>.log`), if the
+    /// `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE` (speakers also `HOST_IP`) and `RUST_LOG=info` (output in `controller.log` / `speaker-<node>.log`), if the
     /// binaries are real implementations (see [`real_binary`]). Already running ones are left
     /// alone. Returns what was started, for the log.
     pub fn start_ferrolb(&self, kubeconfigs: &FerrolbKubeconfigs) -> anyhow::Result<Vec<String>> {
@@ -244,6 +245,9 @@ impl Lab {
                 kubeconfigs.controller.display().to_string(),
             );
             env.insert("NODE_NAME".to_string(), "cp".to_string());
+            // As the Deployment's downward API sets them (config/controller/deployment.yaml).
+            env.insert("POD_NAME".to_string(), "ferrolb-controller-lab".to_string());
+            env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
             env.insert("RUST_LOG".to_string(), "info".to_string());
             let ns = topology.control_plane_ns();
             let started = Background {
@@ -265,6 +269,13 @@ impl Lab {
                 let mut env = BTreeMap::new();
                 env.insert("KUBECONFIG".to_string(), kubeconfig.display().to_string());
                 env.insert("NODE_NAME".to_string(), node.name.clone());
+                // As the DaemonSet's downward API sets them (config/speaker/daemonset.yaml).
+                env.insert(
+                    "POD_NAME".to_string(),
+                    format!("ferrolb-speaker-{}", node.name),
+                );
+                env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
+                env.insert("HOST_IP".to_string(), node.ipv4.to_string());
                 env.insert("RUST_LOG".to_string(), "info".to_string());
                 let ns = topology.ns(&node.name);
                 let started = Background {

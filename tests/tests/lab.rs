@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, PostParams};
 /// real implementation), prints its environment, then stays alive until stopped.
 const FAKE_FERROLB: &str = "#!/bin/sh
 if [ \"$1\" = --version ]; then echo fake-ferrolb 0.0.0; exit 0; fi
-echo \"NODE_NAME=$NODE_NAME KUBECONFIG=$KUBECONFIG\"
+echo \"NODE_NAME=$NODE_NAME KUBECONFIG=$KUBECONFIG HOST_IP=$HOST_IP\"
 exec sleep 600
 ";
 
@@ -151,6 +151,7 @@ async fn lab_runs_control_plane_network_and_ferrolb_and_tears_down_cleanly() {
     assert!(netns::pids(&topo.ns("node1")).contains(&speaker1));
     let log = std::fs::read_to_string(run_dir.join("speaker-node1.log")).expect("speaker log");
     assert!(log.contains("NODE_NAME=node1 KUBECONFIG="), "{log}");
+    assert!(log.contains("HOST_IP=192.0.2.11"), "{log}");
     let kubeconfig = lab.lab().kubeconfig_dir().join("speaker.kubeconfig");
     let mut whoami = netns::exec(
         &topo.ns("node1"),
@@ -164,7 +165,7 @@ async fn lab_runs_control_plane_network_and_ferrolb_and_tears_down_cleanly() {
     ]);
     let identity = ferrolb_tests::cmd::stdout(whoami).expect("speaker kubeconfig works from node1");
     assert!(
-        identity.contains("system:serviceaccount:ferrolb-system:speaker"),
+        identity.contains("system:serviceaccount:ferrolb-system:ferrolb-speaker"),
         "{identity}"
     );
 
