@@ -56,6 +56,18 @@ fn network_lab_builds_connects_cuts_off_and_tears_down() {
     }
     assert!(net.ping(&topo.ext_ns(), IpAddr::V4(CLIENT_V4)));
 
+    // ARP and NDP probes from the client see node1's fixed MAC; nobody answers for a free IP.
+    let node1_mac = Some("02:00:00:00:00:0b".to_string());
+    assert_eq!(
+        net.arping(&client, "192.0.2.11".parse().unwrap()),
+        node1_mac
+    );
+    assert_eq!(
+        net.ndisc(&client, "2001:db8:2::11".parse().unwrap()),
+        node1_mac
+    );
+    assert_eq!(net.arping(&client, "192.0.2.99".parse().unwrap()), None);
+
     // Cut node1 off at the switch: the client loses it, node2 stays reachable; then repair.
     net.set_port("node1", false).expect("port down");
     assert!(

@@ -211,7 +211,8 @@ impl Netlab {
         }
         pids.sort_unstable();
         pids.dedup();
-        let survivors = process::stop(&pids, Duration::from_secs(3));
+        // Long enough for a graceful speaker shutdown (leave membership, BGP Cease).
+        let survivors = process::stop(&pids, Duration::from_secs(5));
         for ns in &namespaces {
             netns::delete(ns)?;
         }
@@ -286,6 +287,32 @@ impl Netlab {
         ping.args(["-c", "1", "-W", "1", "-n"])
             .arg(target.to_string());
         cmd::run(ping).is_ok()
+    }
+
+    /// Who answers ARP for `ip` on the LAN, asked from `ns` (`arping -c 1 -w 1`): the MAC of the
+    /// first reply (lower case), or `None` without an answer.
+    pub fn arping(&self, ns: &str, ip: std::net::Ipv4Addr) -> Option<String> {
+        let mut arping = netns::exec(ns, "arping");
+        arping
+            .args(["-c", "1", "-w", "1", "-I", "eth0"])
+            .arg(ip.to_string());
+        let out = cmd::stdout(arping).ok()?;
+        // "Unicast reply from 192.0.2.11 [02:00:00:00:00:0B]  0.6ms"
+        let mac = out.split_once('[')?.1.split_once(']')?.0;
+        Some(mac.to_ascii_lowercase())
+    }
+
+    /// Who answers neighbour solicitation for `ip` on the LAN, asked from `ns` (`ndisc6 -1 -q`):
+    /// the MAC (lower case), or `None`.
+    pub fn ndisc(&self, ns: &str, ip: std::net::Ipv6Addr) -> Option<String> {
+        let mut ndisc = netns::exec(ns, "ndisc6");
+        ndisc
+            .args(["-1", "-q", "-r", "2", "-w", "500"])
+            .arg(ip.to_string())
+            .arg("eth0");
+        let out = cmd::stdout(ndisc).ok()?;
+        let mac = out.trim();
+        (!mac.is_empty()).then(|| mac.to_ascii_lowercase())
     }
 
     /// Cuts a host off the switch (`up = false`) or reconnects it, by its bridge port.
