@@ -7,11 +7,13 @@
 //!   millisecond counts, so the first burst goes out at once.
 //! - **200 ms, 500 ms**: cover the loss of a single frame (a busy switch, a port that only just
 //!   became forwarding and still learns MACs) well before a client would give up.
-//! - **1 s, 2 s**: Linux ignores ARP updates for an entry within `locktime` (default 1 s) of its
-//!   previous update. The old owner keeps answering ARP until it learns it lost (membership
-//!   timeouts), so a client may have just refreshed to the old MAC; the 1 s and 2 s rounds land
-//!   after that lock has expired. MetalLB sends every 1.1 s for 5 s for the same reason (its
-//!   issue #172); we front-load the same number of rounds into 2 s.
+//! - **1 s, 2 s**: the old owner keeps answering ARP until it learns it lost (membership
+//!   timeouts), and one of its replies can flip a client back to the old MAC. Linux ignores an
+//!   ordinary ARP update within `locktime` (default 1 s) of the previous one, so an old-owner
+//!   reply right after our announcement is ignored but one a second later is not; the 1 s and
+//!   2 s rounds re-teach clients after that window. Some stacks apply the lock to gratuitous ARP
+//!   as well, which is why MetalLB repeats every 1.1 s for 5 s (its issue #172); we front-load
+//!   the same number of rounds into 2 s.
 //!
 //! An optional periodic refresh afterwards re-teaches hosts that expired or flushed their entry
 //! without asking (or that never accepted gratuitous ARP into an empty cache).
