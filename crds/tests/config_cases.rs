@@ -1149,6 +1149,75 @@ invalid!(
     ]
 );
 
+invalid!(
+    cr_bgp_ad_local_pref_conflict,
+    format!(
+        "{}{}{}",
+        pool("p", "{addresses: [198.51.100.0/24]}"),
+        object("BGPAdvertisement", "a", "{localPref: 100}"),
+        object("BGPAdvertisement", "b", "{localPref: 200}")
+    ),
+    [
+        "BGPAdvertisement/b: spec.localPref: localPref differs from advertisement \"a\" for the same prefixes of pool \"p\""
+    ]
+);
+
+valid!(
+    cr_bgp_ad_local_pref_differs_with_aggregation_or_peers,
+    format!(
+        "{}{}{}{}{}{}",
+        pool("p", "{addresses: [198.51.100.0/24]}"),
+        object("BGPPeer", "r1", PEER),
+        object(
+            "BGPPeer",
+            "r2",
+            "{myASN: 64500, peerASN: 64502, peerAddress: 192.0.2.2}"
+        ),
+        object("BGPAdvertisement", "a", "{localPref: 100, peers: [r1]}"),
+        object(
+            "BGPAdvertisement",
+            "b",
+            "{localPref: 200, aggregationLength: 24}"
+        ),
+        object("BGPAdvertisement", "c", "{localPref: 300, peers: [r2]}")
+    ),
+    |c, w| {
+        assert_eq!(c.bgp_advertisements.len(), 3);
+    }
+);
+
+invalid!(
+    cr_bgp_ad_local_pref_conflict_on_shared_peer,
+    format!(
+        "{}{}{}{}",
+        pool("p", "{addresses: [198.51.100.0/24]}"),
+        object("BGPPeer", "r1", PEER),
+        object("BGPAdvertisement", "a", "{localPref: 100, peers: [r1]}"),
+        object("BGPAdvertisement", "b", "{localPref: 200}")
+    ),
+    [
+        "BGPAdvertisement/b: spec.localPref: localPref differs from advertisement \"a\" for the same prefixes of pool \"p\""
+    ]
+);
+
+invalid!(
+    cr_bfd_echo_mode_with_ipv6_pool,
+    format!(
+        "{}{}{}{}",
+        pool("v6", "{addresses: ['2001:db8::/120']}"),
+        object("BFDProfile", "echo", "{echoMode: true}"),
+        object(
+            "BGPPeer",
+            "r1",
+            "{myASN: 64500, peerASN: 64501, peerAddress: '2001:db8:1::1', bfdProfile: echo}"
+        ),
+        object("BGPAdvertisement", "a", "{ipAddressPools: [v6]}")
+    ),
+    [
+        "BGPAdvertisement/a: spec: IPv6 pool \"v6\" is advertised to peer \"r1\" whose BFD profile uses echo mode"
+    ]
+);
+
 // ---------------------------------------------------------------------------------------------
 // FerroLB CRs: peers and BFD profiles.
 

@@ -504,6 +504,15 @@ fn validate(raw: &Raw, secrets: Option<&[Secret]>, sink: &mut Sink) -> Config {
     let peers = validate_peers(raw, secrets, sink);
     let l2_advertisements = validate_l2(raw, &pools, sink);
     let bgp_advertisements = validate_bgp(raw, &pools, &peers, &community_aliases, sink);
+    check_local_pref_conflicts(raw, &bgp_advertisements, &pools, sink);
+    check_echo_mode_v6(
+        raw,
+        &bgp_advertisements,
+        &pools,
+        &peers,
+        &bfd_profiles,
+        sink,
+    );
     Config {
         pools,
         l2_advertisements,
@@ -878,6 +887,96 @@ fn validate_bgp(
         });
     }
     out
+}
+
+/// MetalLB: two advertisements of the same pool with different `localPref` conflict, unless the
+/// prefixes they produce differ (aggregation length, per family present in the pool), they go to
+/// disjoint non-empty peer lists, or they may apply to different nodes (node sets are only known
+/// in the cluster, so different `nodeSelectors` are given the benefit of the doubt). Ads with
+/// `serviceSelectors` are checked per Service by the speaker instead.
+fn check_local_pref_conflicts(
+    raw: &Raw,
+    ads: &[BgpAdvertisement],
+    pools: &BTreeMap<String, Pool>,
+    sink: &mut Sink,
+) {
+    for (j, later) in ads.iter().enumerate() {
+        for earlier in &ads[..j] {
+            if later.local_pref == earlier.local_pref
+                || !later.service_selectors.is_empty()
+                || !earlier.service_selectors.is_empty()
+                || later.node_selectors != earlier.node_selectors
+                || (!later.peers.is_empty()
+                    && !earlier.peers.is_empty()
+                    && later.peers.iter().all(|p| !earlier.peers.contains(p)))
+            {
+                continue;
+            }
+            let shared = later.pools.iter().filter(|p| earlier.pools.contains(p));
+            for pool in shared.filter_map(|name| pools.get(name)) {
+                let has_v4 = pool.addresses.iter().any(PoolAddress::is_ipv4);
+                let has_v6 = pool.addresses.iter().any(|a| !a.is_ipv4());
+                let same_v4 = has_v4 && later.aggregation_length == earlier.aggregation_length;
+                let same_v6 =
+                    has_v6 && later.aggregation_length_v6 == earlier.aggregation_length_v6;
+                if same_v4 || same_v6 {
+                    let o = &raw.bgp[j].origin;
+                    sink.error(
+                        o,
+                        o.field("localPref"),
+                        Reason::LocalPrefConflict {
+                            other: earlier.name.clone(),
+                            pool: pool.name.clone(),
+                        },
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// MetalLB: BFD echo mode is not supported for IPv6; an advertisement that sends an IPv6 pool to
+/// a peer whose BFD profile uses echo mode is rejected.
+fn check_echo_mode_v6(
+    raw: &Raw,
+    ads: &[BgpAdvertisement],
+    pools: &BTreeMap<String, Pool>,
+    peers: &BTreeMap<String, Peer>,
+    bfd: &BTreeMap<String, BfdProfile>,
+    sink: &mut Sink,
+) {
+    for (i, ad) in ads.iter().enumerate() {
+        let Some(pool) = ad
+            .pools
+            .iter()
+            .filter_map(|name| pools.get(name))
+            .find(|p| p.addresses.iter().any(|a| !a.is_ipv4()))
+        else {
+            continue;
+        };
+        let targets = peers
+            .values()
+            .filter(|p| ad.peers.is_empty() || ad.peers.contains(&p.name));
+        for peer in targets {
+            let echo = peer
+                .bfd_profile
+                .as_ref()
+                .and_then(|b| bfd.get(b))
+                .is_some_and(|b| b.echo_mode);
+            if echo {
+                let o = &raw.bgp[i].origin;
+                sink.error(
+                    o,
+                    o.whole(),
+                    Reason::EchoModeWithIpv6 {
+                        pool: pool.name.clone(),
+                        peer: peer.name.clone(),
+                    },
+                );
+            }
+        }
+    }
 }
 
 fn parse_duration_field(

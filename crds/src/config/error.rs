@@ -140,6 +140,12 @@ pub enum Reason {
         prefix: u8,
         pool: String,
     },
+    #[error(
+        "localPref differs from advertisement {other:?} for the same prefixes of pool {pool:?}"
+    )]
+    LocalPrefConflict { other: String, pool: String },
+    #[error("IPv6 pool {pool:?} is advertised to peer {peer:?} whose BFD profile uses echo mode")]
+    EchoModeWithIpv6 { pool: String, peer: String },
     #[error("unknown IPAddressPool {0:?}")]
     UnknownPool(String),
     #[error("unknown BGPPeer {0:?}")]
