@@ -261,8 +261,14 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver with a fresh PKI and fresh etcd data, waits until `/readyz`
     /// passes (up to 60 s), creates the `ferrolb-system` namespace and prints the server version.
     /// Fails if a control plane is already running in `config.run_dir` (use [`Self::attach`]).
-    pub fn start(config: ControlPlaneConfig) -> anyhow::Result<Self> {
+    pub fn start(mut config: ControlPlaneConfig) -> anyhow::Result<Self> {
         let binaries = binaries()?;
+        fs::create_dir_all(&config.run_dir)
+            .with_context(|| format!("creating {}", config.run_dir.display()))?;
+        // Absolute paths everywhere: kubectl resolves relative paths in a kubeconfig against the
+        // kubeconfig's directory, the processes against their working directory.
+        config.run_dir = fs::canonicalize(&config.run_dir)
+            .with_context(|| format!("resolving {}", config.run_dir.display()))?;
         let run_dir = &config.run_dir.clone();
         for name in [ETCD, APISERVER] {
             if let Some(pid) = process::read_pid(&process::pid_file(run_dir, name))
@@ -275,7 +281,6 @@ impl ControlPlane {
                 );
             }
         }
-        fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let etcd_data = run_dir.join("etcd-data");
         if etcd_data.exists() {
             fs::remove_dir_all(&etcd_data)
