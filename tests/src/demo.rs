@@ -103,8 +103,7 @@ pub fn nft_ruleset(service_ips: &[String]) -> String {
 
 /// Runs the layer2 demo in a lab that is up.
 pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
-    if real_binary(&lab.binaries.controller).is_none()
-        || real_binary(&lab.binaries.speaker).is_none()
+    if real_binary(&lab.binaries.controller).is_err() || real_binary(&lab.binaries.speaker).is_err()
     {
         println!(
             "demo: skipped: the FerroLB controller and speaker are not built or are still stubs \

@@ -234,60 +234,66 @@ impl Lab {
     /// Starts the FerroLB controller (in `cp`) and one speaker per node, each with `KUBECONFIG`,
     /// `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE` (speakers also `HOST_IP`) and `RUST_LOG=info` (output in `controller.log` / `speaker-<node>.log`), if the
     /// binaries are real implementations (see [`real_binary`]). Already running ones are left
-    /// alone. Returns what was started, for the log.
+    /// alone. Returns what was (or was not) started, for the log.
     pub fn start_ferrolb(&self, kubeconfigs: &FerrolbKubeconfigs) -> anyhow::Result<Vec<String>> {
         let mut processes = Vec::new();
         let topology = &self.netlab.topology;
-        if let Some(controller) = real_binary(&self.binaries.controller) {
-            let mut env = BTreeMap::new();
-            env.insert(
-                "KUBECONFIG".to_string(),
-                kubeconfigs.controller.display().to_string(),
-            );
-            env.insert("NODE_NAME".to_string(), "cp".to_string());
-            // As the Deployment's downward API sets them (config/controller/deployment.yaml).
-            env.insert("POD_NAME".to_string(), "ferrolb-controller-lab".to_string());
-            env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
-            env.insert("RUST_LOG".to_string(), "info".to_string());
-            let ns = topology.control_plane_ns();
-            let started = Background {
-                name: "controller",
-                ns: &ns,
-                program: &controller,
-                args: Vec::new(),
-                env,
-                dir: self.run_dir(),
-            }
-            .start()?;
-            processes.push(format!("controller: {started}"));
-        }
-        if let Some(speaker) = real_binary(&self.binaries.speaker) {
-            for node in topology.nodes() {
-                let Some(kubeconfig) = kubeconfigs.speakers.get(&node.name) else {
-                    anyhow::bail!("no speaker kubeconfig for {}", node.name);
-                };
+        match real_binary(&self.binaries.controller) {
+            Err(why) => processes.push(format!("controller: {why}")),
+            Ok(controller) => {
                 let mut env = BTreeMap::new();
-                env.insert("KUBECONFIG".to_string(), kubeconfig.display().to_string());
-                env.insert("NODE_NAME".to_string(), node.name.clone());
-                // As the DaemonSet's downward API sets them (config/speaker/daemonset.yaml).
                 env.insert(
-                    "POD_NAME".to_string(),
-                    format!("ferrolb-speaker-{}", node.name),
+                    "KUBECONFIG".to_string(),
+                    kubeconfigs.controller.display().to_string(),
                 );
+                env.insert("NODE_NAME".to_string(), "cp".to_string());
+                // As the Deployment's downward API sets them (config/controller/deployment.yaml).
+                env.insert("POD_NAME".to_string(), "ferrolb-controller-lab".to_string());
                 env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
-                env.insert("HOST_IP".to_string(), node.ipv4.to_string());
                 env.insert("RUST_LOG".to_string(), "info".to_string());
-                let ns = topology.ns(&node.name);
+                let ns = topology.control_plane_ns();
                 let started = Background {
-                    name: &format!("speaker-{}", node.name),
+                    name: "controller",
                     ns: &ns,
-                    program: &speaker,
+                    program: &controller,
                     args: Vec::new(),
                     env,
                     dir: self.run_dir(),
                 }
                 .start()?;
-                processes.push(format!("speaker on {}: {started}", node.name));
+                processes.push(format!("controller: {started}"));
+            }
+        }
+        match real_binary(&self.binaries.speaker) {
+            Err(why) => processes.push(format!("speakers: {why}")),
+            Ok(speaker) => {
+                for node in topology.nodes() {
+                    let Some(kubeconfig) = kubeconfigs.speakers.get(&node.name) else {
+                        anyhow::bail!("no speaker kubeconfig for {}", node.name);
+                    };
+                    let mut env = BTreeMap::new();
+                    env.insert("KUBECONFIG".to_string(), kubeconfig.display().to_string());
+                    env.insert("NODE_NAME".to_string(), node.name.clone());
+                    // As the DaemonSet's downward API sets them (config/speaker/daemonset.yaml).
+                    env.insert(
+                        "POD_NAME".to_string(),
+                        format!("ferrolb-speaker-{}", node.name),
+                    );
+                    env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
+                    env.insert("HOST_IP".to_string(), node.ipv4.to_string());
+                    env.insert("RUST_LOG".to_string(), "info".to_string());
+                    let ns = topology.ns(&node.name);
+                    let started = Background {
+                        name: &format!("speaker-{}", node.name),
+                        ns: &ns,
+                        program: &speaker,
+                        args: Vec::new(),
+                        env,
+                        dir: self.run_dir(),
+                    }
+                    .start()?;
+                    processes.push(format!("speaker on {}: {started}", node.name));
+                }
             }
         }
         Ok(processes)
@@ -304,10 +310,9 @@ pub struct FerrolbKubeconfigs {
 
 /// `path` if it is a real implementation: it exists and `--version` succeeds within 5 s. The
 /// stubs exit 1, so until the controller and speaker exist the lab simply runs without them.
-pub fn real_binary(path: &Path) -> Option<PathBuf> {
+pub fn real_binary(path: &Path) -> Result<PathBuf, NotReal> {
     if !path.exists() {
-        tracing::info!("{} not built: not starting it", path.display());
-        return None;
+        return Err(NotReal::Missing(path.to_path_buf()));
     }
     let mut probe = Command::new(path);
     probe
@@ -315,9 +320,9 @@ pub fn real_binary(path: &Path) -> Option<PathBuf> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let Ok(mut child) = probe.spawn() else {
-        return None;
-    };
+    let mut child = probe
+        .spawn()
+        .map_err(|_| NotReal::ProbeFailed(path.to_path_buf()))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let success = loop {
         match child.try_wait() {
@@ -331,14 +336,20 @@ pub fn real_binary(path: &Path) -> Option<PathBuf> {
             }
         }
     };
-    if !success {
-        tracing::info!(
-            "{} --version failed (a stub?): not starting it",
-            path.display()
-        );
-        return None;
+    if success {
+        Ok(path.to_path_buf())
+    } else {
+        Err(NotReal::ProbeFailed(path.to_path_buf()))
     }
-    Some(path.to_path_buf())
+}
+
+/// Why a FerroLB binary is not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReal {
+    #[error("not started: {} is not built", .0.display())]
+    Missing(PathBuf),
+    #[error("not started: `{} --version` failed (still a stub?)", .0.display())]
+    ProbeFailed(PathBuf),
 }
 
 /// Runs a future to completion on a new thread with its own tokio runtime.
