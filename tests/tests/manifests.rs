@@ -1,0 +1,806 @@
+//! The deployable manifests in `config/`: the all-in-one file is what kustomize renders, the
+//! samples use documentation addresses only and form one valid configuration, and everything is
+//! accepted by the real kube-apiserver v1.36 (server-side dry-run against the installed CRDs), the
+//! controller's pod meets the "restricted" Pod Security level, and the RBAC grants each component
+//! what it needs and not more (`kubectl auth can-i` with minted ServiceAccount tokens).
+//!
+//! `FERROLB_BLESS=1 cargo test -p ferrolb-tests --test manifests` rewrites
+//! `config/manifests/ferrolb.yaml`. The API-server test needs the binaries from
+//! `cargo xtask controlplane build` (no root): without them it skips, or FAILS when `CI` is set.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
+use ferrolb_tests::paths;
+use serde_json::Value;
+
+const ALL_IN_ONE: &str = "config/manifests/ferrolb.yaml";
+const ALL_IN_ONE_HEADER: &str = "\
+# FerroLB: CRDs, namespace, RBAC, controller Deployment and speaker DaemonSet.
+# Generated with `kubectl kustomize config/` from config/: do not edit.
+# Regenerate with: FERROLB_BLESS=1 cargo test -p ferrolb-tests --test manifests
+";
+const SAMPLES_DIR: &str = "config/samples";
+const CONTROLLER_ACCOUNT: &str = "ferrolb-controller";
+const SPEAKER_ACCOUNT: &str = "ferrolb-speaker";
+const IMAGE: &str = "ferrolb:0.1.0";
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// `true` to run; `false` (with the reason printed) to skip; panics instead under CI.
+fn require(available: Result<(), String>) -> bool {
+    match available {
+        Ok(()) => true,
+        Err(reason) => {
+            assert!(!in_ci(), "CI is set and {reason}");
+            eprintln!("SKIP: {reason}");
+            false
+        }
+    }
+}
+
+fn workspace(relative: &str) -> PathBuf {
+    paths::workspace_root().join(relative)
+}
+
+fn output(mut command: Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|error| panic!("running {command:?}: {error}"))
+}
+
+fn stdout_of(command: Command) -> String {
+    let description = format!("{command:?}");
+    let output = output(command);
+    assert!(
+        output.status.success(),
+        "{description} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A kubectl for `kubectl kustomize`: the machine's, else the lab's (both render identically).
+fn kustomize_kubectl() -> Result<PathBuf, String> {
+    let candidates = [PathBuf::from("kubectl")].into_iter().chain(
+        controlplane::binaries()
+            .ok()
+            .map(|binaries| binaries.kubectl),
+    );
+    for candidate in candidates {
+        let works = Command::new(&candidate)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if works {
+            return Ok(candidate);
+        }
+    }
+    Err("no kubectl on PATH and no lab kubectl (cargo xtask controlplane build)".to_string())
+}
+
+/// `kubectl kustomize config/` with the generated-file header.
+fn render_all_in_one(kubectl: &Path) -> String {
+    let mut command = Command::new(kubectl);
+    command.arg("kustomize").arg(workspace("config"));
+    format!("{ALL_IN_ONE_HEADER}{}", stdout_of(command))
+}
+
+#[test]
+fn all_in_one_manifest_is_what_kustomize_renders() {
+    let kubectl = match kustomize_kubectl() {
+        Ok(kubectl) => kubectl,
+        Err(reason) => {
+            require(Err(reason));
+            return;
+        }
+    };
+    let rendered = render_all_in_one(&kubectl);
+    let path = workspace(ALL_IN_ONE);
+    if std::env::var_os("FERROLB_BLESS").is_some() {
+        fs::write(&path, &rendered).expect("writing the all-in-one manifest");
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    let committed = fs::read_to_string(&path).unwrap_or_default();
+    if committed != rendered {
+        let first_difference = committed
+            .lines()
+            .zip(rendered.lines())
+            .position(|(old, new)| old != new)
+            .unwrap_or_else(|| committed.lines().count().min(rendered.lines().count()));
+        panic!(
+            "{ALL_IN_ONE} is out of date (first difference at line {}); regenerate it with \
+             FERROLB_BLESS=1 cargo test -p ferrolb-tests --test manifests",
+            first_difference + 1
+        );
+    }
+    // The image the kustomization pins reaches both workloads.
+    assert_eq!(
+        rendered.matches(&format!("image: {IMAGE}")).count(),
+        2,
+        "controller and speaker must both run {IMAGE}"
+    );
+}
+
+/// Whether `ip` is in 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 or 2001:db8::/32.
+fn is_documentation_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => matches!(
+            v4.octets(),
+            [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
+        ),
+        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0xdb8],
+    }
+}
+
+/// Every IP address in `text`: words made of hex digits, dots and colons that parse as an address
+/// (CIDR prefixes and range ends split off).
+fn addresses_in(text: &str) -> Vec<IpAddr> {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
+        .filter_map(|word| {
+            // "2001:db8::" is an address; "a:" may be a YAML key before one.
+            word.parse::<IpAddr>()
+                .or_else(|_| word.trim_matches(':').parse::<IpAddr>())
+                .ok()
+        })
+        .collect()
+}
+
+fn sample_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(workspace(SAMPLES_DIR))
+        .expect("config/samples")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn samples_use_documentation_addresses_only() {
+    assert_eq!(
+        addresses_in("- 192.0.2.240-192.0.2.250\n- 2001:db8:100::/124, 10.1.2.3"),
+        ["192.0.2.240", "192.0.2.250", "2001:db8:100::", "10.1.2.3"]
+            .map(|ip| ip.parse::<IpAddr>().expect("ip"))
+    );
+    let files = sample_files();
+    assert!(files.len() >= 5, "samples missing: {files:?}");
+    let mut seen = 0;
+    for file in files
+        .iter()
+        .chain([&workspace("config/controller/deployment.yaml")])
+        .chain([&workspace("config/speaker/daemonset.yaml")])
+    {
+        let text = fs::read_to_string(file).expect("reading a sample");
+        for ip in addresses_in(&text) {
+            seen += 1;
+            assert!(
+                ip.is_unspecified() || is_documentation_address(ip),
+                "{}: {ip} is not in a documentation range",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        seen >= 10,
+        "expected addresses in the samples, found {seen}"
+    );
+}
+
+/// `ferrolbctl validate` on every configuration sample at once: no overlaps between the pools of
+/// different samples, advertisements name existing pools. Skips when ferrolbctl is not built.
+#[test]
+fn samples_form_one_valid_configuration() {
+    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
+    if !ferrolbctl.exists() {
+        eprintln!(
+            "SKIP: {} not built (cargo build -p ferrolb-crds)",
+            ferrolbctl.display()
+        );
+        return;
+    }
+    let configuration: Vec<PathBuf> = sample_files()
+        .into_iter()
+        .filter(|path| !path.ends_with("service.yaml"))
+        .collect();
+    let mut command = Command::new(&ferrolbctl);
+    command.arg("validate").args(&configuration);
+    stdout_of(command);
+
+    // A pool overlapping the layer2 sample's is refused, so the check above can fail.
+    let overlapping =
+        std::env::temp_dir().join(format!("ferrolb-overlap-{}.yaml", std::process::id()));
+    fs::write(
+        &overlapping,
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\n\
+         metadata: {name: overlap, namespace: ferrolb-system}\n\
+         spec: {addresses: [192.0.2.245/32]}\n",
+    )
+    .expect("writing the overlapping pool");
+    let mut command = Command::new(&ferrolbctl);
+    command
+        .arg("validate")
+        .args(&configuration)
+        .arg(&overlapping);
+    let refused = output(command);
+    let _ = fs::remove_file(&overlapping);
+    assert!(
+        !refused.status.success(),
+        "an overlapping pool was accepted"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the real API server.
+
+/// Stops the control plane even when an assertion fails half-way.
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = controlplane::stop(&self.0);
+    }
+}
+
+/// Runs kubectl as admin; panics with stderr unless it succeeds. Returns (stdout, stderr).
+fn admin_kubectl<I, S>(control_plane: &ControlPlane, args: I) -> (String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let command = control_plane.kubectl(args);
+    let description = format!("{command:?}");
+    let output = output(command);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{description} failed ({}): {stderr}",
+        output.status
+    );
+    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
+/// The API server's warnings (`Warning: ...` lines kubectl prints on stderr), except kubectl's
+/// own about the last-applied annotation: the test created the namespace and the CRDs otherwise
+/// than with a client-side `kubectl apply`, which users will not have done.
+fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| {
+            line.starts_with("Warning:") && !line.contains("last-applied-configuration annotation")
+        })
+        .collect()
+}
+
+/// The objects of `kubectl ... -o json` (one object or a List).
+fn objects(json: &str) -> Vec<Value> {
+    let value: Value = serde_json::from_str(json).expect("kubectl -o json output");
+    match value["kind"].as_str() {
+        Some("List") => value["items"].as_array().cloned().unwrap_or_default(),
+        _ => vec![value],
+    }
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"))
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn env_source<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|variable| variable["name"] == name))
+        .map(|variable| &variable["valueFrom"]["fieldRef"]["fieldPath"])
+        .unwrap_or_else(|| panic!("env {name} missing in {}", container["name"]))
+}
+
+fn ports(container: &Value) -> Vec<(u64, String)> {
+    container["ports"]
+        .as_array()
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|port| {
+                    (
+                        port["containerPort"].as_u64().unwrap_or_default(),
+                        port["protocol"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the server would store for the whole of `config/`: the right set of objects, all
+/// namespaced ones in ferrolb-system, and the workloads hardened as documented.
+fn check_rendered_objects(objects: &[Value]) {
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for object in objects {
+        *kinds
+            .entry(object["kind"].as_str().unwrap_or("?"))
+            .or_default() += 1;
+        let namespace = &object["metadata"]["namespace"];
+        assert!(
+            namespace.is_null() || namespace == FERROLB_NAMESPACE,
+            "{} {} in namespace {namespace}",
+            object["kind"],
+            object["metadata"]["name"]
+        );
+    }
+    let expected: BTreeMap<&str, usize> = [
+        ("Namespace", 1),
+        ("CustomResourceDefinition", 8),
+        ("ServiceAccount", 2),
+        ("ClusterRole", 2),
+        ("ClusterRoleBinding", 2),
+        ("Role", 2),
+        ("RoleBinding", 2),
+        ("Deployment", 1),
+        ("DaemonSet", 1),
+    ]
+    .into();
+    assert_eq!(kinds, expected);
+    let namespace = find(objects, "Namespace", FERROLB_NAMESPACE);
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged",
+        "the speaker needs hostNetwork and NET_RAW"
+    );
+
+    // The controller.
+    let deployment = find(objects, "Deployment", CONTROLLER_ACCOUNT);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], CONTROLLER_ACCOUNT);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65534);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let anti_affinity =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti_affinity["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        anti_affinity["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"],
+        "anti-affinity must select the controller's own pods"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], IMAGE);
+    assert_eq!(
+        strings(&container["command"]),
+        ["/usr/local/bin/ferrolb-controller"]
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        strings(&container["securityContext"]["capabilities"]["drop"]),
+        ["ALL"]
+    );
+    assert!(container["securityContext"]["capabilities"]["add"].is_null());
+    assert_eq!(ports(container), [(7472, "TCP".to_string())]);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(env_source(container, "POD_NAME"), "metadata.name");
+    assert_eq!(env_source(container, "POD_NAMESPACE"), "metadata.namespace");
+
+    // The speaker.
+    let daemonset = find(objects, "DaemonSet", SPEAKER_ACCOUNT);
+    let pod = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], SPEAKER_ACCOUNT);
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert!(
+        pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .is_some_and(|seconds| seconds <= 10)
+    );
+    let tolerated: Vec<&Value> = pod["tolerations"]
+        .as_array()
+        .map(|tolerations| {
+            tolerations
+                .iter()
+                .map(|toleration| &toleration["key"])
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        tolerated.contains(&&Value::from("node-role.kubernetes.io/control-plane")),
+        "speakers must run on control-plane nodes: {tolerated:?}"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], IMAGE);
+    assert_eq!(
+        strings(&container["command"]),
+        ["/usr/local/bin/ferrolb-speaker"]
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert!(security["privileged"].is_null() || security["privileged"] == false);
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(
+        strings(&security["capabilities"]["add"]),
+        ["NET_RAW", "NET_BIND_SERVICE"]
+    );
+    assert_eq!(
+        ports(container),
+        [
+            (7946, "TCP".to_string()),
+            (7946, "UDP".to_string()),
+            (7473, "TCP".to_string())
+        ]
+    );
+    assert_eq!(env_source(container, "NODE_NAME"), "spec.nodeName");
+    assert_eq!(env_source(container, "HOST_IP"), "status.hostIP");
+    assert_eq!(env_source(container, "POD_NAME"), "metadata.name");
+    assert_eq!(env_source(container, "POD_NAMESPACE"), "metadata.namespace");
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/etc/ferrolb/memberlist"
+    );
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        "ferrolb-memberlist"
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["items"][0]["key"], "secretkey");
+}
+
+/// `kubectl auth can-i` as a ServiceAccount: `Some(answer)`; `namespace` `None` = all namespaces
+/// (or a cluster-scoped resource).
+fn can_i(
+    control_plane: &ControlPlane,
+    kubeconfig: &Path,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> bool {
+    let mut command = Command::new(&control_plane.binaries.kubectl);
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["auth", "can-i", verb]);
+    match resource.split_once('/') {
+        Some((resource, subresource)) => command
+            .arg(resource)
+            .arg(format!("--subresource={subresource}")),
+        None => command.arg(resource),
+    };
+    match namespace {
+        Some(namespace) => command.args(["-n", namespace]),
+        None => command.arg("--all-namespaces"),
+    };
+    let description = format!("{command:?}");
+    let output = output(command);
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "{description}: unexpected answer {other:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+const SYSTEM: Option<&str> = Some(FERROLB_NAMESPACE);
+const DEFAULT: Option<&str> = Some("default");
+const ALL: Option<&str> = None;
+
+/// (verb, resource[/subresource], namespace, allowed)
+type Permission = (&'static str, &'static str, Option<&'static str>, bool);
+
+const CONTROLLER_PERMISSIONS: &[Permission] = &[
+    ("list", "services", ALL, true),
+    ("watch", "services", ALL, true),
+    ("patch", "services", DEFAULT, true),
+    ("update", "services", DEFAULT, true),
+    ("patch", "services/status", DEFAULT, true),
+    ("update", "services/status", DEFAULT, true),
+    ("watch", "namespaces", ALL, true),
+    ("create", "events", DEFAULT, true),
+    ("create", "events.events.k8s.io", DEFAULT, true),
+    ("patch", "events.events.k8s.io", DEFAULT, true),
+    ("get", "leases.coordination.k8s.io", SYSTEM, true),
+    ("create", "leases.coordination.k8s.io", SYSTEM, true),
+    ("update", "leases.coordination.k8s.io", SYSTEM, true),
+    ("watch", "ipaddresspools.ferrolb.io", SYSTEM, true),
+    ("list", "bgppeers.ferrolb.io", SYSTEM, true),
+    ("patch", "ipaddresspools.ferrolb.io/status", SYSTEM, true),
+    ("update", "ipaddresspools.ferrolb.io/status", SYSTEM, true),
+    ("patch", "l2advertisements.ferrolb.io/status", SYSTEM, true),
+    ("patch", "communities.ferrolb.io/status", SYSTEM, true),
+    ("watch", "configmaps", SYSTEM, true),
+    ("get", "secrets", SYSTEM, true),
+    ("create", "secrets", SYSTEM, true),
+    // Not needed, so not granted.
+    ("delete", "nodes", ALL, false),
+    ("list", "nodes", ALL, false),
+    ("delete", "services", DEFAULT, false),
+    ("create", "services", DEFAULT, false),
+    ("get", "secrets", DEFAULT, false),
+    ("list", "secrets", ALL, false),
+    ("delete", "secrets", SYSTEM, false),
+    ("update", "secrets", SYSTEM, false),
+    ("update", "leases.coordination.k8s.io", DEFAULT, false),
+    ("update", "ipaddresspools.ferrolb.io", SYSTEM, false),
+    ("create", "ipaddresspools.ferrolb.io", SYSTEM, false),
+    ("list", "ipaddresspools.ferrolb.io", DEFAULT, false),
+    ("create", "servicel2statuses.ferrolb.io", SYSTEM, false),
+    ("list", "pods", SYSTEM, false),
+    ("update", "configmaps", SYSTEM, false),
+];
+
+const SPEAKER_PERMISSIONS: &[Permission] = &[
+    ("list", "services", ALL, true),
+    ("watch", "services", ALL, true),
+    ("list", "endpointslices.discovery.k8s.io", ALL, true),
+    ("watch", "endpointslices.discovery.k8s.io", ALL, true),
+    ("watch", "nodes", ALL, true),
+    ("list", "namespaces", ALL, true),
+    ("create", "events.events.k8s.io", DEFAULT, true),
+    ("create", "events", DEFAULT, true),
+    ("create", "servicel2statuses.ferrolb.io", SYSTEM, true),
+    ("delete", "servicel2statuses.ferrolb.io", SYSTEM, true),
+    ("patch", "servicel2statuses.ferrolb.io/status", SYSTEM, true),
+    ("create", "servicebgpstatuses.ferrolb.io", SYSTEM, true),
+    (
+        "update",
+        "servicebgpstatuses.ferrolb.io/status",
+        SYSTEM,
+        true,
+    ),
+    ("watch", "ipaddresspools.ferrolb.io", SYSTEM, true),
+    ("list", "bfdprofiles.ferrolb.io", SYSTEM, true),
+    ("watch", "configmaps", SYSTEM, true),
+    ("get", "secrets", SYSTEM, true),
+    ("list", "pods", SYSTEM, true),
+    // Not needed, so not granted.
+    ("update", "services/status", DEFAULT, false),
+    ("patch", "services/status", DEFAULT, false),
+    ("patch", "services", DEFAULT, false),
+    ("update", "nodes", ALL, false),
+    ("delete", "nodes", ALL, false),
+    ("create", "secrets", SYSTEM, false),
+    ("get", "secrets", DEFAULT, false),
+    ("list", "secrets", ALL, false),
+    ("create", "servicel2statuses.ferrolb.io", DEFAULT, false),
+    ("patch", "ipaddresspools.ferrolb.io/status", SYSTEM, false),
+    ("update", "ipaddresspools.ferrolb.io", SYSTEM, false),
+    ("create", "leases.coordination.k8s.io", SYSTEM, false),
+    ("list", "pods", DEFAULT, false),
+    ("update", "configmaps", SYSTEM, false),
+];
+
+/// Every permission in `table` that `kubeconfig` has differently than expected.
+fn permission_mismatches(
+    control_plane: &ControlPlane,
+    account: &str,
+    kubeconfig: &Path,
+    table: &[Permission],
+) -> Vec<String> {
+    table
+        .iter()
+        .filter(|(verb, resource, namespace, allowed)| {
+            can_i(control_plane, kubeconfig, verb, resource, *namespace) != *allowed
+        })
+        .map(|(verb, resource, namespace, allowed)| {
+            format!(
+                "{account}: {verb} {resource} in {}: expected {}",
+                namespace.unwrap_or("all namespaces"),
+                if *allowed { "allowed" } else { "denied" }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn manifests_on_the_real_api_server() {
+    if !require(
+        controlplane::binaries()
+            .map(|_| ())
+            .map_err(|missing| missing.to_string()),
+    ) {
+        return;
+    }
+    let run_dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("manifests-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&run_dir);
+    let _stop = StopOnDrop(run_dir.clone());
+    let control_plane = ControlPlane::start(
+        ControlPlaneConfig::loopback(&run_dir).expect("loopback control-plane config"),
+    )
+    .expect("starting the control plane");
+
+    // The CRDs for real (the samples and the dry-run of config/ need them), then everything else
+    // as the server would store it.
+    let crds = control_plane
+        .install_crds(&workspace("config/crd"))
+        .expect("installing the CRDs");
+    assert_eq!(crds.len(), 8, "{crds:?}");
+    let config = workspace("config");
+    let (json, stderr) = admin_kubectl(
+        &control_plane,
+        [
+            "apply".as_ref(),
+            "--dry-run=server".as_ref(),
+            "-k".as_ref(),
+            config.as_os_str(),
+            "-o".as_ref(),
+            "json".as_ref(),
+        ],
+    );
+    assert_eq!(warnings(&stderr), Vec::<&str>::new(), "applying -k config/");
+    check_rendered_objects(&objects(&json));
+    let (_, stderr) = admin_kubectl(
+        &control_plane,
+        [
+            "apply".as_ref(),
+            "--dry-run=server".as_ref(),
+            "-f".as_ref(),
+            workspace(ALL_IN_ONE).as_os_str(),
+        ],
+    );
+    assert_eq!(
+        warnings(&stderr),
+        Vec::<&str>::new(),
+        "applying {ALL_IN_ONE}"
+    );
+
+    // Every sample, on its own (each must be applicable alone, after the install).
+    for sample in sample_files() {
+        let (stdout, stderr) = admin_kubectl(
+            &control_plane,
+            [
+                "apply".as_ref(),
+                "--dry-run=server".as_ref(),
+                "-f".as_ref(),
+                sample.as_os_str(),
+            ],
+        );
+        assert!(
+            stdout.contains("(server dry run)"),
+            "{}: {stdout}",
+            sample.display()
+        );
+        assert_eq!(
+            warnings(&stderr),
+            Vec::<&str>::new(),
+            "{}",
+            sample.display()
+        );
+    }
+
+    check_pod_security(&control_plane);
+    check_rbac(&control_plane, &run_dir);
+}
+
+/// The controller's pod meets the "restricted" Pod Security Standard; the speaker's does not
+/// even meet "baseline" (hostNetwork), which shows the check sees violations at all.
+fn check_pod_security(control_plane: &ControlPlane) {
+    for (namespace, level) in [
+        ("psa-restricted", "restricted"),
+        ("psa-baseline", "baseline"),
+    ] {
+        control_plane
+            .create_namespace(namespace)
+            .expect("namespace");
+        admin_kubectl(
+            control_plane,
+            [
+                "label",
+                "namespace",
+                namespace,
+                &format!("pod-security.kubernetes.io/warn={level}"),
+            ],
+        );
+    }
+    let dry_run_in = |namespace: &str, manifest: &str| {
+        let (_, stderr) = admin_kubectl(
+            control_plane,
+            [
+                "apply".as_ref(),
+                "--dry-run=server".as_ref(),
+                "-n".as_ref(),
+                namespace.as_ref(),
+                "-f".as_ref(),
+                workspace(manifest).as_os_str(),
+            ],
+        );
+        stderr
+    };
+    let stderr = dry_run_in("psa-restricted", "config/controller/deployment.yaml");
+    assert_eq!(
+        warnings(&stderr),
+        Vec::<&str>::new(),
+        "the controller must meet the restricted Pod Security Standard"
+    );
+    let stderr = dry_run_in("psa-baseline", "config/speaker/daemonset.yaml");
+    let speaker_warnings = warnings(&stderr).join("\n");
+    assert!(
+        speaker_warnings.contains("hostNetwork"),
+        "expected a baseline violation for hostNetwork, got: {stderr}"
+    );
+}
+
+/// Applies `config/rbac` for real, mints tokens for both ServiceAccounts and asks the API server
+/// what each may do.
+fn check_rbac(control_plane: &ControlPlane, run_dir: &Path) {
+    let rbac = workspace("config/rbac");
+    admin_kubectl(
+        control_plane,
+        [
+            "apply".as_ref(),
+            "--server-side".as_ref(),
+            "-k".as_ref(),
+            rbac.as_os_str(),
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mint = |account: &str| {
+        runtime
+            .block_on(control_plane.mint_service_account_kubeconfig(
+                FERROLB_NAMESPACE,
+                account,
+                &run_dir.join(format!("{account}.kubeconfig")),
+            ))
+            .unwrap_or_else(|error| panic!("minting a token for {account}: {error:#}"))
+    };
+    let controller = mint(CONTROLLER_ACCOUNT);
+    let speaker = mint(SPEAKER_ACCOUNT);
+
+    // The authorizer learns about new bindings through an informer: wait for the last one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !can_i(control_plane, &speaker, "list", "pods", SYSTEM) {
+        assert!(
+            Instant::now() < deadline,
+            "the speaker's RoleBinding never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut mismatches = permission_mismatches(
+        control_plane,
+        CONTROLLER_ACCOUNT,
+        &controller,
+        CONTROLLER_PERMISSIONS,
+    );
+    mismatches.extend(permission_mismatches(
+        control_plane,
+        SPEAKER_ACCOUNT,
+        &speaker,
+        SPEAKER_PERMISSIONS,
+    ));
+    assert!(
+        mismatches.is_empty(),
+        "RBAC differs:\n{}",
+        mismatches.join("\n")
+    );
+}
