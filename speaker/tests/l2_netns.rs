@@ -311,6 +311,17 @@ impl ResponderThread {
     }
 }
 
+impl ResponderThread {
+    /// Every reason a frame was dropped for, with counts.
+    fn drop_reasons(&self) -> std::collections::BTreeMap<DropReason, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for (why, _) in self.drops.lock().unwrap().iter() {
+            *counts.entry(*why).or_default() += 1;
+        }
+        counts
+    }
+}
+
 impl Drop for ResponderThread {
     fn drop(&mut self) {
         let _ = self.commands.send(Cmd::Stop);
@@ -549,6 +560,19 @@ fn layer2_responder_against_the_linux_neighbour_code() {
         said.contains(&format!("[{MAC2}]")),
         "arping after takeover:\n{said}"
     );
+
+    // The kernel BPF filters let only ARP requests and NSs through: the ARP replies, NAs, MLD
+    // reports and ICMP echoes on the wire never reached userspace. (Responder 2's gratuitous
+    // ARP *request* reaches responder 1 through the bridge, and is dropped as Gratuitous.)
+    for (name, responder) in [("first", &first), ("second", &second)] {
+        let reasons = responder.drop_reasons();
+        assert!(
+            !reasons.contains_key(&DropReason::NotRequest)
+                && !reasons.contains_key(&DropReason::Malformed),
+            "{name} responder saw frames the kernel filter should have dropped: {reasons:?}"
+        );
+    }
+    assert!(first.drop_reasons().contains_key(&DropReason::Gratuitous));
 
     drop(first);
     drop(second);
