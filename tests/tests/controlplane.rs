@@ -370,6 +370,8 @@ fn loopback_control_plane() {
 
     stop_and_check(&control_plane);
     assert!(ControlPlane::attach(&run_dir).is_err());
+    // Kept on failure (logs, pki) for debugging; removed on success.
+    fs::remove_dir_all(&run_dir).expect("remove run dir");
 }
 
 /// A throwaway namespace with the lab's control-plane addresses on `lo`.
@@ -460,4 +462,5 @@ fn control_plane_in_netns() {
     assert_eq!(nodes.trim(), "node/node-a");
 
     stop_and_check(&control_plane);
+    fs::remove_dir_all(&run_dir).expect("remove run dir");
 }
