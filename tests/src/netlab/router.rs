@@ -73,15 +73,30 @@ pub fn bgpd_conf(log: &Path) -> String {
 pub struct Router {
     /// The router namespace; also the FRR pathspace.
     pub ns: String,
-    /// `<run dir>/frr`, owned by user `frr`.
+    /// Configs, logs and pid files, owned by user `frr`: `<run dir>/frr` (see [`Router::new`]).
     pub dir: PathBuf,
+    /// `<run dir>/frr` when it is a symlink to `dir` rather than `dir` itself.
+    pub run_dir_link: Option<PathBuf>,
 }
 
 impl Router {
+    /// The router of namespace `ns`. Its files go to `<run_dir>/frr`, unless user `frr` cannot
+    /// reach that (e.g. a checkout under a 0700 home directory): then they go to
+    /// `/var/run/frr/<ns>/files`, and `<run_dir>/frr` becomes a symlink to it (made by `start`).
     pub fn new(ns: &str, run_dir: &Path) -> Router {
-        Router {
-            ns: ns.to_string(),
-            dir: run_dir.join("frr"),
+        let in_run_dir = run_dir.join("frr");
+        if others_can_traverse(run_dir) {
+            Router {
+                ns: ns.to_string(),
+                dir: in_run_dir,
+                run_dir_link: None,
+            }
+        } else {
+            Router {
+                ns: ns.to_string(),
+                dir: Path::new(FRR_STATE_DIR).join(ns).join("files"),
+                run_dir_link: Some(in_run_dir),
+            }
         }
     }
 
@@ -101,6 +116,12 @@ impl Router {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        if let Some(link) = &self.run_dir_link
+            && !link.exists()
+        {
+            // For people and log dumps, which look in the run directory.
+            let _ = std::os::unix::fs::symlink(&self.dir, link);
         }
         for daemon in DAEMONS {
             let log = self.dir.join(format!("{daemon}.log"));
@@ -171,6 +192,9 @@ impl Router {
 
     /// Removes FRR's socket directory for this pathspace (the daemons must be stopped).
     pub fn remove_state_dir(&self) {
+        if let Some(link) = &self.run_dir_link {
+            let _ = fs::remove_file(link);
+        }
         let dir = self.state_dir();
         if dir.exists()
             && let Err(err) = fs::remove_dir_all(&dir)
@@ -178,6 +202,15 @@ impl Router {
             tracing::warn!(dir = %dir.display(), %err, "cannot remove FRR state directory");
         }
     }
+}
+
+/// Whether every directory from `/` down to `dir` (as far as it exists) lets others traverse
+/// it, which FRR's daemons need after dropping privileges to user `frr`.
+fn others_can_traverse(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .filter_map(|dir| fs::metadata(dir).ok())
+        .all(|meta| meta.permissions().mode() & 0o001 != 0)
 }
 
 /// zebra creates its API socket a moment after starting; bgpd retries anyway, this just avoids
