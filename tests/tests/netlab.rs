@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferrolb_tests::harness::TestLab;
+use ferrolb_tests::lab::Lab;
 use ferrolb_tests::netlab::netns;
 use ferrolb_tests::netlab::topology::{CLIENT_V4, EXT_V4, EXT_V6, ROUTER_LAN_V4, ROUTER_LAN_V6};
 use ferrolb_tests::process::{self, Background};
@@ -117,6 +118,16 @@ fn network_lab_builds_connects_cuts_off_and_tears_down() {
             "{daemon} not running: {names:?}"
         );
     }
+
+    // `up` with fewer nodes removes the extra node namespace (and its bridge port).
+    let smaller = Lab::new(lab.prefix(), 1).expect("lab with one node");
+    smaller.network_up().expect("up with fewer nodes");
+    assert!(!netns::exists(&topo.ns("node2")), "node2 namespace left");
+    assert!(
+        !netns::link_exists(&topo.switch_ns(), "node2"),
+        "node2 port left"
+    );
+    assert!(net.ping(&client, ip("192.0.2.11")));
 
     // Teardown leaves no namespace and no process behind.
     let prefix = lab.prefix().to_string();
