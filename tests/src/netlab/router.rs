@@ -141,7 +141,9 @@ impl Router {
         chown.arg(&self.dir).arg(self.state_dir());
         cmd::run(chown)?;
 
-        let zserv = self.dir.join("zserv.api");
+        // Sockets live in the short state directory: a deep run directory could exceed the
+        // 108-byte limit of a unix socket path.
+        let zserv = self.state_dir().join("zserv.api");
         for daemon in DAEMONS {
             let mut args = vec![
                 "-N".to_string(),
@@ -164,7 +166,7 @@ impl Router {
             ];
             if daemon == "bfdd" {
                 args.push("--bfdctl".to_string());
-                args.push(self.dir.join("bfdd.sock").display().to_string());
+                args.push(self.state_dir().join("bfdd.sock").display().to_string());
             }
             let program = Path::new(FRR_BIN_DIR).join(daemon);
             // Our own pid file (the daemon's `-i` one is written by the daemon as well); stdout
