@@ -2,11 +2,13 @@
 //! samples use documentation addresses only and form one valid configuration, and everything is
 //! accepted by the real kube-apiserver v1.36 (server-side dry-run against the installed CRDs), the
 //! controller's pod meets the "restricted" Pod Security level, and the RBAC grants each component
-//! what it needs and not more (`kubectl auth can-i` with minted ServiceAccount tokens).
+//! what it needs and not more (`kubectl auth can-i` with minted ServiceAccount tokens), and the real
+//! controller does its work with exactly that RBAC.
 //!
 //! `FERROLB_BLESS=1 cargo test -p ferrolb-tests --test manifests` rewrites
-//! `config/manifests/ferrolb.yaml`. The API-server test needs the binaries from
-//! `cargo xtask controlplane build` (no root): without them it skips, or FAILS when `CI` is set.
+//! `config/manifests/ferrolb.yaml`. The API-server tests need the binaries from
+//! `cargo xtask controlplane build` (no root), the controller test a built
+//! `target/debug/ferrolb-controller`: without them they skip, or FAIL when `CI` is set.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -695,6 +697,7 @@ fn manifests_on_the_real_api_server() {
 
     check_pod_security(&control_plane);
     check_rbac(&control_plane, &run_dir);
+    remove_run_dir(&run_dir);
 }
 
 /// The controller's pod meets the "restricted" Pod Security Standard; the speaker's does not
@@ -800,4 +803,225 @@ fn check_rbac(control_plane: &ControlPlane, run_dir: &Path) {
         "RBAC differs:\n{}",
         mismatches.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real controller with exactly the RBAC of config/rbac.
+
+/// The controller binary the lab would run (`$FERROLB_CONTROLLER_BIN`, else
+/// `target/debug/ferrolb-controller`), if it is a real implementation (`--version` succeeds
+/// within 5 s; the stub exits 1).
+fn real_controller() -> Result<PathBuf, String> {
+    let path = std::env::var_os("FERROLB_CONTROLLER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::target_dir().join("debug").join("ferrolb-controller"));
+    let not_real = || {
+        format!(
+            "{} is not a built controller (cargo build -p ferrolb-controller)",
+            path.display()
+        )
+    };
+    let mut probe = Command::new(&path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|_| not_real())?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match probe.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(path),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = probe.kill();
+                let _ = probe.wait();
+                return Err(not_real());
+            }
+        }
+    }
+}
+
+/// Ends the controller this test started (by its pid, as a child of this process).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `kubectl get <args> -o jsonpath=<path>` until `done` accepts the output.
+fn wait_for(
+    control_plane: &ControlPlane,
+    what: &str,
+    args: &[&str],
+    jsonpath: &str,
+    done: impl Fn(&str) -> bool,
+    log: &Path,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        let jsonpath = format!("jsonpath={jsonpath}");
+        full.extend_from_slice(&["-o", &jsonpath]);
+        let value = control_plane.kubectl_output(&full).unwrap_or_default();
+        if done(value.trim()) {
+            return value.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {value:?} after 60 s; controller log:\n{}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The controller, running as ServiceAccount ferrolb-controller with the Roles of config/rbac and
+/// the flags and environment of config/controller, takes the Lease, assigns the sample Service an
+/// address of the sample pool, annotates it, updates the pool's status, and is never refused.
+#[test]
+fn controller_works_with_its_rbac() {
+    if !require(
+        controlplane::binaries()
+            .map(|_| ())
+            .map_err(|missing| missing.to_string()),
+    ) {
+        return;
+    }
+    let controller_binary = match real_controller() {
+        Ok(path) => path,
+        Err(reason) => {
+            require(Err(reason));
+            return;
+        }
+    };
+    let run_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("manifests-controller-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&run_dir);
+    let _stop = StopOnDrop(run_dir.clone());
+    let control_plane = ControlPlane::start(
+        ControlPlaneConfig::loopback(&run_dir).expect("loopback control-plane config"),
+    )
+    .expect("starting the control plane");
+    control_plane
+        .install_crds(&workspace("config/crd"))
+        .expect("installing the CRDs");
+    let rbac = workspace("config/rbac");
+    admin_kubectl(
+        &control_plane,
+        [
+            "apply".as_ref(),
+            "--server-side".as_ref(),
+            "-k".as_ref(),
+            rbac.as_os_str(),
+        ],
+    );
+    for sample in ["layer2-pool.yaml", "service.yaml"] {
+        let path = workspace(SAMPLES_DIR).join(sample);
+        admin_kubectl(
+            &control_plane,
+            ["apply".as_ref(), "-f".as_ref(), path.as_os_str()],
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let kubeconfig = runtime
+        .block_on(control_plane.mint_service_account_kubeconfig(
+            FERROLB_NAMESPACE,
+            CONTROLLER_ACCOUNT,
+            &run_dir.join("controller.kubeconfig"),
+        ))
+        .expect("minting the controller's token");
+
+    // As config/controller/deployment.yaml runs it, except the metrics port (any free one: other
+    // tests may run controllers at the same time).
+    let log = run_dir.join("controller.log");
+    let log_file = fs::File::create(&log).expect("controller log");
+    let pod_name = "ferrolb-controller-test-0";
+    let child = Command::new(&controller_binary)
+        .args(["--log-format=json", "--metrics-addr=127.0.0.1:0"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", pod_name)
+        .env("POD_NAMESPACE", FERROLB_NAMESPACE)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .spawn()
+        .expect("starting the controller");
+    let mut controller = KillOnDrop(child);
+
+    let holder = wait_for(
+        &control_plane,
+        "Lease holder",
+        &["lease", "ferrolb-controller", "-n", FERROLB_NAMESPACE],
+        "{.spec.holderIdentity}",
+        |holder| !holder.is_empty(),
+        &log,
+    );
+    assert_eq!(holder, pod_name);
+    let ip = wait_for(
+        &control_plane,
+        "Service web's address",
+        &["service", "web", "-n", "default"],
+        "{.status.loadBalancer.ingress[*].ip}",
+        |ip| !ip.is_empty(),
+        &log,
+    );
+    let ip: std::net::Ipv4Addr = ip.parse().expect("one IPv4 address");
+    assert!(
+        (240..=250).contains(&ip.octets()[3]) && ip.octets()[..3] == [192, 0, 2],
+        "{ip} is not from pool lan (192.0.2.240-192.0.2.250)"
+    );
+    wait_for(
+        &control_plane,
+        "the pool annotation",
+        &["service", "web", "-n", "default"],
+        "{.metadata.annotations.ferrolb\\.io/ip-allocated-from-pool}",
+        |pool| pool == "lan",
+        &log,
+    );
+    wait_for(
+        &control_plane,
+        "IPAddressPool lan's status",
+        &["ipaddresspool", "lan", "-n", FERROLB_NAMESPACE],
+        "{.status.assignedIPv4}",
+        |assigned| assigned == "1",
+        &log,
+    );
+
+    assert!(
+        controller
+            .0
+            .try_wait()
+            .expect("controller status")
+            .is_none(),
+        "the controller exited; log:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("forbidden") || line.contains("Forbidden"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the API server refused the controller:\n{}",
+        refused.join("\n")
+    );
+    drop(controller);
+    remove_run_dir(&run_dir);
+}
+
+/// After a passing test: stops the control plane and removes its run directory (a failing test
+/// keeps it, with the logs).
+fn remove_run_dir(run_dir: &Path) {
+    let _ = controlplane::stop(run_dir);
+    let _ = fs::remove_dir_all(run_dir);
 }
