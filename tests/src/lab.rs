@@ -169,11 +169,32 @@ impl Lab {
                 .install_crds(&paths::workspace_root().join(dir))
                 .with_context(|| format!("applying {dir}"))?;
         }
+        self.remove_stale_nodes(&control_plane)?;
         let kubeconfigs = self.cluster_setup(&control_plane)?;
         for started in self.start_ferrolb(&kubeconfigs)? {
             println!("lab {:?}: {started}", self.prefix());
         }
         Ok(control_plane)
+    }
+
+    /// Deletes Node objects `node<k>` left from an earlier `up` with more nodes.
+    fn remove_stale_nodes(&self, control_plane: &ControlPlane) -> anyhow::Result<()> {
+        let wanted: Vec<String> = self
+            .netlab
+            .topology
+            .nodes()
+            .map(|node| format!("node/{}", node.name))
+            .collect();
+        let listed = control_plane.kubectl_output(["get", "nodes", "-o", "name"])?;
+        for node in listed.lines().map(str::trim) {
+            let is_lab_node = node
+                .strip_prefix("node/node")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if is_lab_node && !wanted.iter().any(|w| w == node) {
+                control_plane.kubectl_output(["delete", node, "--ignore-not-found"])?;
+            }
+        }
+        Ok(())
     }
 
     /// Registers the Nodes and mints the ServiceAccount kubeconfigs (async kube calls, run on a
