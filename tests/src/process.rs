@@ -44,7 +44,10 @@ impl Background<'_> {
 
     /// Starts the process unless its pid file names a live one.
     pub fn start(&self) -> Result<Started, ProcessError> {
-        if let Some(pid) = read_pid(&self.pid_file()).filter(|pid| is_alive(*pid)) {
+        // A stale pid file's pid may belong to another process by now: only one living in our
+        // namespace counts as ours.
+        let ours = |pid: &i32| is_alive(*pid) && in_netns(*pid, self.ns);
+        if let Some(pid) = read_pid(&self.pid_file()).filter(ours) {
             tracing::debug!(name = self.name, pid, "already running");
             return Ok(Started {
                 pid,
@@ -128,6 +131,21 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` lives in the named network namespace (`/run/netns/<ns>`).
+pub fn in_netns(pid: i32, ns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = fs::metadata(format!("/proc/{pid}/ns/net"));
+    let named = fs::metadata(Path::new("/run/netns").join(ns));
+    matches!((theirs, named), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+/// Removes every `*.pid` file in `dir` and its direct subdirectories (after a teardown).
+pub fn remove_pid_files(dir: &Path) {
+    for path in pid_files(dir) {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// Whether `pid` lives in a network namespace other than this process's own.
 pub fn in_foreign_netns(pid: i32) -> bool {
     let theirs = fs::read_link(format!("/proc/{pid}/ns/net"));
@@ -181,31 +199,31 @@ pub fn wait_dead(pids: &[i32], timeout: Duration) -> bool {
     }
 }
 
-/// Pids from every `*.pid` file directly in `dir` (and its subdirectories one level down).
+/// Pids from every `*.pid` file directly in `dir` and in its direct subdirectories.
 pub fn pids_in(dir: &Path) -> Vec<i32> {
-    let mut pids = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    if let Ok(entries) = fs::read_dir(dir) {
-        dirs.extend(
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|path| path.is_dir()),
-        );
-    }
-    for dir in dirs {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
-            if path.extension().is_some_and(|ext| ext == "pid")
-                && let Some(pid) = read_pid(&path)
-            {
-                pids.push(pid);
-            }
+    pid_files(dir)
+        .iter()
+        .filter_map(|path| read_pid(path))
+        .collect()
+}
+
+fn pid_files(dir: &Path) -> Vec<PathBuf> {
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let is_pid_file =
+        |path: &PathBuf| path.is_file() && path.extension().is_some_and(|e| e == "pid");
+    let mut files = Vec::new();
+    for path in entries(dir) {
+        if path.is_dir() {
+            files.extend(entries(&path).into_iter().filter(is_pid_file));
+        } else if is_pid_file(&path) {
+            files.push(path);
         }
     }
-    pids
+    files
 }
 
 #[cfg(test)]

@@ -216,6 +216,9 @@ impl Netlab {
         for ns in &namespaces {
             netns::delete(ns)?;
         }
+        if survivors.is_empty() {
+            process::remove_pid_files(&self.run_dir);
+        }
         self.router().remove_state_dir();
         if !survivors.is_empty() {
             return Err(NetlabError::Survivors(survivors));
