@@ -1,5 +1,19 @@
 //! FerroLB controller: assigns LoadBalancer addresses to Services.
 //!
-//! The binary (`main.rs`) is the Kubernetes edge; this library holds the pure parts.
+//! * [`allocator`]: the pure IP allocator (no Kubernetes types, no I/O).
+//! * [`request`]: `AllocRequest::from_service`, the only Service → allocator bridge.
+//! * [`reconcile`]: watches, the Service reconciler, configuration, leadership sessions; [`run`].
+//! * [`status`], [`leader`], [`metrics`], [`http`]: Service status writes, the Lease, Prometheus
+//!   metrics, `/metrics` `/healthz` `/readyz`.
 
 pub mod allocator;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod options;
+pub mod reconcile;
+pub mod request;
+pub mod status;
+
+pub use options::{LogFormat, Options};
+pub use reconcile::run;

@@ -527,6 +527,11 @@ impl Allocator {
         self.services.len()
     }
 
+    /// The Services holding addresses, sorted.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.keys()
+    }
+
     /// The held assignment if it still fits the request (updating its sharing information and,
     /// when `extend`, adding a `PreferDualStack` family), else `None`.
     fn keep_current(&mut self, request: &AllocRequest, extend: bool) -> Option<Assignment> {

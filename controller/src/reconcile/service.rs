@@ -1,0 +1,272 @@
+//! Reconciles one Service: assign (or confirm) its addresses, write status, emit Events.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{Context, Error, lock, object_reference};
+use crate::allocator::{AllocError, AllocRequest, ServiceKey};
+use crate::metrics::FailureLabels;
+use crate::request::{RequestError, deprecated_annotations, is_handled, service_key};
+use crate::status;
+
+/// Why a Service has no address.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Request(RequestError),
+    #[error("{0}")]
+    Alloc(AllocError),
+}
+
+impl Failure {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Failure::Request(_) => "invalid_request",
+            Failure::Alloc(AllocError::InvalidRequest(_)) => "invalid_request",
+            Failure::Alloc(AllocError::NoPoolAvailable) => "no_pool",
+            Failure::Alloc(AllocError::NoIpAvailable { .. }) => "no_ip_available",
+            Failure::Alloc(AllocError::UnknownPool { .. }) => "unknown_pool",
+            Failure::Alloc(AllocError::PoolNotAdmitted { .. }) => "pool_not_admitted",
+            Failure::Alloc(AllocError::PoolUnusable { .. }) => "pool_unusable",
+            Failure::Alloc(AllocError::RequestedIpNotInPool { .. })
+            | Failure::Alloc(AllocError::RequestedIpNotAllowed { .. }) => "requested_ip",
+            Failure::Alloc(AllocError::SharingConflict { .. }) => "sharing_conflict",
+        }
+    }
+}
+
+fn ips_text(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn namespace_labels(ctx: &Context, namespace: &str) -> BTreeMap<String, String> {
+    ctx.stores
+        .namespaces
+        .get(&ObjectRef::new(namespace))
+        .and_then(|ns| ns.metadata.labels.clone())
+        .unwrap_or_default()
+}
+
+/// The reconciler. Waits for the restore pass, so that no new assignment can take an address
+/// a Service already holds in its status.
+pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut restored = ctx.restored.subscribe();
+    let _ = restored.wait_for(|done| *done).await;
+    let Ok(key) = service_key(&service) else {
+        return Ok(Action::await_change());
+    };
+    let span = info_span!("reconcile", service = %key);
+    reconcile_service(&service, &ctx, key)
+        .instrument(span)
+        .await
+}
+
+async fn reconcile_service(
+    service: &Service,
+    ctx: &Context,
+    key: ServiceKey,
+) -> Result<Action, Error> {
+    let Some(config) = ctx.config() else {
+        // No valid configuration yet: reconcile_all runs when one arrives.
+        return Ok(Action::await_change());
+    };
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let reference = object_reference(service);
+
+    if !is_handled(service, ctx.options.lb_class.as_deref()) {
+        let released = lock(&ctx.allocator).release(&key);
+        lock(&ctx.pending).remove(&key);
+        lock(&ctx.last_failure).remove(&key);
+        // Only clear a status we wrote (another implementation may own this Service).
+        if !released.is_empty() || status::allocated_pool(service).is_some() {
+            ctx.ensure_leader()?;
+            status::clear(&api, &key).await?;
+            info!(ips = ?released, "not a LoadBalancer of ours any more: cleared");
+            ctx.publish(
+                &reference,
+                EventType::Normal,
+                "ClearAssignment",
+                "Release",
+                format!(
+                    "released {}: not a LoadBalancer Service handled by FerroLB",
+                    ips_text(&released)
+                ),
+            )
+            .await;
+        }
+        if !released.is_empty() {
+            ctx.mark_pools_dirty();
+            ctx.retry_pending();
+        }
+        return Ok(Action::await_change());
+    }
+
+    for name in deprecated_annotations(service) {
+        if lock(&ctx.warned).insert((key.clone(), name)) {
+            ctx.publish(
+                &reference,
+                EventType::Warning,
+                "DeprecatedAnnotation",
+                "Allocate",
+                format!(
+                    "annotation {name} is deprecated; use ferrolb.io/{}",
+                    name.rsplit('/').next().unwrap_or(name)
+                ),
+            )
+            .await;
+        }
+    }
+
+    let labels = namespace_labels(ctx, &key.namespace);
+    let outcome = match AllocRequest::from_service(service, &config, &labels) {
+        Ok(request) => lock(&ctx.allocator)
+            .assign(&request)
+            .map_err(Failure::Alloc),
+        Err(error) => {
+            lock(&ctx.allocator).release(&key);
+            Err(Failure::Request(error))
+        }
+    };
+    ctx.mark_pools_dirty();
+    let current = status::ingress_ips(service);
+    match outcome {
+        Ok(assignment) => {
+            lock(&ctx.pending).remove(&key);
+            lock(&ctx.last_failure).remove(&key);
+            let same_pool = status::allocated_pool(service) == Some(assignment.pool.as_str());
+            if current != assignment.ips || !same_pool {
+                ctx.ensure_leader()?;
+                status::apply(&api, &key, &assignment).await?;
+            }
+            if current != assignment.ips {
+                info!(ips = %ips_text(&assignment.ips), pool = %assignment.pool, "assigned");
+                ctx.publish(
+                    &reference,
+                    EventType::Normal,
+                    "IPAllocated",
+                    "Allocate",
+                    format!(
+                        "Assigned IP [{}] from pool {}",
+                        ips_text(&assignment.ips),
+                        assignment.pool
+                    ),
+                )
+                .await;
+            }
+        }
+        Err(failure) => {
+            lock(&ctx.pending).insert(key.clone());
+            let message = failure.to_string();
+            if !current.is_empty() || status::allocated_pool(service).is_some() {
+                ctx.ensure_leader()?;
+                status::clear(&api, &key).await?;
+                ctx.publish(
+                    &reference,
+                    EventType::Normal,
+                    "ClearAssignment",
+                    "Release",
+                    format!("cleared [{}]: {message}", ips_text(&current)),
+                )
+                .await;
+                ctx.retry_pending();
+            }
+            let changed = lock(&ctx.last_failure).insert(key.clone(), message.clone())
+                != Some(message.clone());
+            if changed {
+                warn!(reason = %message, "allocation failed");
+                ctx.metrics
+                    .allocation_failures
+                    .get_or_create(&FailureLabels {
+                        reason: failure.metric_label().to_string(),
+                    })
+                    .inc();
+                ctx.publish(
+                    &reference,
+                    EventType::Warning,
+                    "AllocationFailed",
+                    "Allocate",
+                    message,
+                )
+                .await;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// MetalLB's "reprocess all" on gaining leadership: re-claim every address found in a handled
+/// Service's status before any new assignment, oldest Service first, so a genuine conflict
+/// (two Services claiming one address they may not share) always goes to the older one; the
+/// other gets a `ClearAssignment` Event and a new address from its reconcile. Then sets
+/// `/readyz` and never returns.
+pub async fn restore(ctx: Arc<Context>) {
+    if ctx.services.wait_until_ready().await.is_err() {
+        return futures::future::pending().await;
+    }
+    let mut config_ready = ctx.config_ready.subscribe();
+    let _ = config_ready.wait_for(|ready| *ready).await;
+    let Some(config) = ctx.config() else {
+        return futures::future::pending().await;
+    };
+    let mut holders: Vec<Arc<Service>> = ctx
+        .services
+        .state()
+        .into_iter()
+        .filter(|service| is_handled(service, ctx.options.lb_class.as_deref()))
+        .filter(|service| !status::ingress_ips(service).is_empty())
+        .collect();
+    holders.sort_by(|a, b| {
+        let created = |s: &Service| s.metadata.creation_timestamp.clone().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.namespace.cmp(&b.metadata.namespace))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    let mut kept = 0usize;
+    let mut lost = Vec::new();
+    for service in &holders {
+        let Ok(key) = service_key(service) else {
+            continue;
+        };
+        let labels = namespace_labels(&ctx, &key.namespace);
+        let Ok(request) = AllocRequest::from_service(service, &config, &labels) else {
+            continue; // its reconcile reports the problem
+        };
+        let ips = status::ingress_ips(service);
+        match lock(&ctx.allocator).restore(&request, &ips) {
+            Ok(_) => kept += 1,
+            Err(error) => lost.push((service.clone(), ips, error)),
+        }
+    }
+    ctx.mark_pools_dirty();
+    info!(kept, lost = lost.len(), "restored existing assignments");
+    ctx.restored.send_replace(true);
+    ctx.health.ready.store(true, Ordering::Release);
+    for (service, ips, error) in lost {
+        warn!(service = ?service.metadata.name, ips = %ips_text(&ips), %error, "could not keep addresses");
+        ctx.publish(
+            &object_reference(service.as_ref()),
+            EventType::Warning,
+            "ClearAssignment",
+            "Restore",
+            format!(
+                "could not keep [{}]: {error}; allocating again",
+                ips_text(&ips)
+            ),
+        )
+        .await;
+    }
+    futures::future::pending().await
+}
