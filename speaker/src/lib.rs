@@ -10,4 +10,5 @@
 
 pub mod election;
 pub mod layer2;
+pub mod membership;
 pub mod wire;

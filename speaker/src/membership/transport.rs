@@ -1,0 +1,356 @@
+//! The membership task: owns the UDP socket, the foca instance and its timer queue (no locks;
+//! holo style). Inputs: datagrams, expired timers, commands from the handle, the seed tick.
+//! Every foca call writes into an [`AccumulatingRuntime`], drained right after: datagrams are
+//! sealed and sent, timers queued, and the live set republished.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::auth::{AuthError, AuthKey, HEADER_LEN, Opener, Sealer, TAG_LEN};
+use super::{Command, LiveSet, MembershipConfig, MembershipStats, SpeakerId, Timers};
+
+/// Largest foca payload; with the auth overhead a datagram stays below 1472 bytes (no IP
+/// fragmentation on a 1500-byte MTU).
+const MAX_PAYLOAD: usize = 1400;
+
+type SpeakerFoca = Foca<SpeakerId, foca::PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+/// Shared counters, written by the task, read by [`super::Membership::stats`].
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    rejected_malformed: AtomicU64,
+    rejected_bad_tag: AtomicU64,
+    rejected_stale: AtomicU64,
+    rejected_replayed: AtomicU64,
+    protocol_errors: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn rejected(&self, why: AuthError) {
+        Self::bump(match why {
+            AuthError::Malformed => &self.rejected_malformed,
+            AuthError::BadTag => &self.rejected_bad_tag,
+            AuthError::Stale => &self.rejected_stale,
+            AuthError::Replayed => &self.rejected_replayed,
+        });
+    }
+
+    pub(super) fn snapshot(&self) -> MembershipStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MembershipStats {
+            members: 0,
+            datagrams_in: get(&self.datagrams_in),
+            datagrams_out: get(&self.datagrams_out),
+            rejected_malformed: get(&self.rejected_malformed),
+            rejected_bad_tag: get(&self.rejected_bad_tag),
+            rejected_stale: get(&self.rejected_stale),
+            rejected_replayed: get(&self.rejected_replayed),
+            protocol_errors: get(&self.protocol_errors),
+            send_errors: get(&self.send_errors),
+        }
+    }
+}
+
+/// A new boot id: the wall clock in nanoseconds, so a restarted speaker's identity is newer.
+pub(super) fn boot_id() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+fn unix_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// foca configuration for our timers. Extensions on: periodic gossip (fast dissemination),
+/// periodic announce (full roster), announce to down members and notify down members
+/// (partition heal with identity renewal).
+pub(super) fn foca_config(timers: &Timers) -> foca::Config {
+    let three = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+    let mut config = foca::Config::simple();
+    config.probe_period = timers.probe_period;
+    config.probe_rtt = timers.probe_rtt;
+    config.num_indirect_probes = three;
+    config.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
+    config.suspect_to_down_after = timers.suspect_to_down;
+    config.max_packet_size = NonZeroUsize::new(MAX_PAYLOAD).unwrap_or(NonZeroUsize::MIN);
+    config.notify_down_members = true;
+    config.periodic_announce = Some(PeriodicParams {
+        frequency: timers.announce_period,
+        num_members: NonZeroUsize::MIN,
+    });
+    config.periodic_announce_to_down_members = Some(PeriodicParams {
+        frequency: timers.announce_period,
+        num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+    });
+    config.periodic_gossip = Some(PeriodicParams {
+        frequency: timers.gossip_period,
+        num_members: three,
+    });
+    config
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    timer: foca::Timer<SpeakerId>,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+pub(super) struct Task {
+    identity: SpeakerId,
+    foca: SpeakerFoca,
+    foca_config: foca::Config,
+    runtime: AccumulatingRuntime<SpeakerId>,
+    socket: UdpSocket,
+    sealer: Sealer,
+    opener: Opener,
+    timers: BinaryHeap<Reverse<Scheduled>>,
+    timer_seq: u64,
+    seeds: Vec<SocketAddr>,
+    announce_period: Duration,
+    commands: mpsc::UnboundedReceiver<Command>,
+    live: watch::Sender<LiveSet>,
+    counters: Arc<Counters>,
+    send_buf: Vec<u8>,
+}
+
+impl Task {
+    pub(super) fn new(
+        identity: SpeakerId,
+        cfg: &MembershipConfig,
+        socket: UdpSocket,
+        commands: mpsc::UnboundedReceiver<Command>,
+        live: watch::Sender<LiveSet>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        // Randomness only spreads probes; it need not be secret. The nonce only has to differ
+        // between processes sharing the Secret.
+        let random = RandomState::new().hash_one(identity.boot);
+        let nonce = identity.boot ^ random.rotate_left(17);
+        let foca_config = foca_config(&cfg.timers);
+        let key = AuthKey::derive(&cfg.secret);
+        Self {
+            foca: Foca::new(
+                identity.clone(),
+                foca_config.clone(),
+                SmallRng::seed_from_u64(random),
+                foca::PostcardCodec,
+            ),
+            identity,
+            foca_config,
+            runtime: AccumulatingRuntime::new(),
+            socket,
+            sealer: Sealer::new(key.clone(), nonce),
+            opener: Opener::new(key, cfg.timers.max_clock_skew),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            seeds: Vec::new(),
+            announce_period: cfg.timers.announce_period,
+            commands,
+            live,
+            counters,
+            send_buf: Vec::with_capacity(HEADER_LEN + MAX_PAYLOAD + TAG_LEN),
+        }
+    }
+
+    fn announce_to_seeds(&mut self) {
+        for seed in self.seeds.clone() {
+            if seed == self.identity.addr || self.foca.iter_members().any(|m| m.id().addr == seed) {
+                continue;
+            }
+            if let Err(error) = self.foca.announce(SpeakerId::seed(seed), &mut self.runtime) {
+                tracing::debug!(%seed, %error, "membership: announce failed");
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let payload = match self.opener.open(datagram, unix_ms()) {
+            Ok(payload) => payload,
+            Err(why) => {
+                self.counters.rejected(why);
+                tracing::debug!(%from, reason = why.label(), "membership: datagram dropped");
+                return;
+            }
+        };
+        Counters::bump(&self.counters.datagrams_in);
+        if let Err(error) = self.foca.handle_data(payload, &mut self.runtime) {
+            Counters::bump(&self.counters.protocol_errors);
+            tracing::debug!(%from, %error, "membership: datagram refused by the protocol");
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while self.timers.peek().is_some_and(|Reverse(s)| s.at <= now) {
+            let Some(Reverse(scheduled)) = self.timers.pop() else {
+                break;
+            };
+            if let Err(error) = self.foca.handle_timer(scheduled.timer, &mut self.runtime) {
+                tracing::debug!(%error, "membership: timer failed");
+            }
+        }
+    }
+
+    /// Leaves with a message to every member (foca's `leave_cluster` gossips to
+    /// `num_indirect_probes` members), so that all drop us at once.
+    fn leave(&mut self) {
+        let mut config = self.foca_config.clone();
+        config.num_indirect_probes =
+            NonZeroUsize::new(self.foca.num_members()).unwrap_or(NonZeroUsize::MIN);
+        if let Err(error) = self.foca.set_config(config) {
+            tracing::debug!(%error, "membership: cannot widen the leave gossip");
+        }
+        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::warn!(%error, "membership: leave failed");
+        }
+    }
+
+    /// Executes what foca asked for: sends, timers, notifications; then republishes the set.
+    async fn drain(&mut self) {
+        while let Some((to, payload)) = self.runtime.to_send() {
+            self.sealer.seal(&payload, unix_ms(), &mut self.send_buf);
+            match self.socket.send_to(&self.send_buf, to.addr).await {
+                Ok(_) => Counters::bump(&self.counters.datagrams_out),
+                Err(error) => {
+                    Counters::bump(&self.counters.send_errors);
+                    tracing::debug!(to = %to.addr, %error, "membership: send failed");
+                }
+            }
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.push(Reverse(Scheduled {
+                at: Instant::now() + after,
+                seq: self.timer_seq,
+                timer,
+            }));
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(id) => {
+                    tracing::info!(node = %id.name, addr = %id.addr, "membership: member up");
+                }
+                OwnedNotification::MemberDown(id) => {
+                    tracing::info!(node = %id.name, addr = %id.addr, "membership: member down");
+                }
+                OwnedNotification::Rename(old, new) => {
+                    tracing::info!(node = %new.name, old_boot = old.boot, new_boot = new.boot,
+                        "membership: member restarted");
+                }
+                OwnedNotification::Rejoin(id) => {
+                    tracing::warn!(
+                        boot = id.boot,
+                        "membership: we were declared down; rejoined"
+                    );
+                    self.identity = id;
+                }
+                OwnedNotification::Defunct => {
+                    tracing::debug!("membership: declared down");
+                }
+                OwnedNotification::Active | OwnedNotification::Idle => {}
+            }
+        }
+        let mut live: LiveSet = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().name.clone())
+            .collect();
+        live.insert(self.identity.name.clone());
+        self.live.send_if_modified(|current| {
+            if *current == live {
+                false
+            } else {
+                *current = live;
+                true
+            }
+        });
+    }
+}
+
+pub(super) async fn run(mut task: Task) {
+    let mut recv_buf = vec![0u8; 65536];
+    let mut seed_tick = tokio::time::interval(task.announce_period);
+    seed_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next_timer = task.timers.peek().map(|Reverse(s)| s.at);
+        tokio::select! {
+            command = task.commands.recv() => match command {
+                // The handle is gone: stop silently.
+                None => return,
+                Some(Command::SetSeeds(seeds)) => {
+                    task.seeds = seeds;
+                    task.announce_to_seeds();
+                }
+                Some(Command::Leave(done)) => {
+                    task.leave();
+                    task.drain().await;
+                    let _ = done.send(());
+                    return;
+                }
+            },
+            received = task.socket.recv_from(&mut recv_buf) => match received {
+                Ok((len, from)) => task.handle_datagram(&recv_buf[..len], from),
+                // ICMP errors surface here on some systems; they say nothing about membership.
+                Err(error) => tracing::debug!(%error, "membership: receive failed"),
+            },
+            () = sleep_until_opt(next_timer) => task.fire_due_timers(),
+            _ = seed_tick.tick() => task.announce_to_seeds(),
+        }
+        task.drain().await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
