@@ -272,6 +272,8 @@ impl Lab {
                 env.insert("POD_NAME".to_string(), "ferrolb-controller-lab".to_string());
                 env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
                 env.insert("RUST_LOG".to_string(), "info".to_string());
+                // The output goes to a log file: no colour escapes.
+                env.insert("NO_COLOR".to_string(), "1".to_string());
                 let ns = topology.control_plane_ns();
                 let started = Background {
                     name: "controller",
@@ -303,6 +305,8 @@ impl Lab {
                     env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
                     env.insert("HOST_IP".to_string(), node.ipv4.to_string());
                     env.insert("RUST_LOG".to_string(), "info".to_string());
+                    // The output goes to a log file: no colour escapes.
+                    env.insert("NO_COLOR".to_string(), "1".to_string());
                     let ns = topology.ns(&node.name);
                     let started = Background {
                         name: &format!("speaker-{}", node.name),
