@@ -1806,3 +1806,58 @@ fn ferrolbctl_migrate_then_validate() {
     let (code, _, stderr) = ferrolbctl(&["validate"], &[("out.yaml", &stdout)]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (see docs/fuzzing.md): the fuzz runs found no crash; these pin the limits that
+// keep hostile YAML from exhausting memory or the stack.
+
+fn alias_bomb() -> String {
+    let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..9u8 {
+        let (name, previous) = ((b'a' + level) as char, (b'a' + level - 1) as char);
+        text.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{previous}"); 10].join(", ")
+        ));
+    }
+    text
+}
+
+#[test]
+fn hostile_alias_bomb_is_refused() {
+    let error = ClusterResources::from_yaml(&alias_bomb(), SRC).unwrap_err();
+    assert!(error.starts_with("input.yaml: budget breached"), "{error}");
+}
+
+/// Inside `data.config` the typed, streaming parse refuses the unknown key before expanding.
+#[test]
+fn hostile_alias_bomb_inside_legacy_config_is_refused() {
+    let (result, _) = run(&legacy(&alias_bomb()));
+    assert_eq!(
+        result.unwrap_err(),
+        [
+            "input.yaml: document 1: ConfigMap \"config\" data.config: unknown field `a`, expected one of peers, bgp-communities, address-pools, bfd-profiles at line 1, column 1"
+        ]
+    );
+}
+
+#[test]
+fn hostile_deep_nesting_is_refused() {
+    let text = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let error = ClusterResources::from_yaml(&text, SRC).unwrap_err();
+    assert_eq!(
+        error,
+        "input.yaml: recursion limit exceeded at line 1, column 256"
+    );
+}
+
+#[test]
+fn hostile_non_utf8_like_and_control_characters() {
+    // NUL and other control characters in an address: an error, never a panic.
+    assert_errors(
+        &pool("p", "{addresses: [\"10.0.0.0\\u0000/24\"]}"),
+        &[
+            "IPAddressPool/p: spec.addresses[0]: \"10.0.0.0\\0/24\" is not a CIDR or an IP range: invalid IP address \"10.0.0.0\\0\"",
+        ],
+    );
+}
