@@ -1,0 +1,286 @@
+//! Restart and leader failover against a real kube-apiserver v1.36 + etcd (loopback, no root).
+//!
+//! * A restarted controller keeps every address (100 Services), even when a new Service was
+//!   created while it was down (restore runs before any new assignment).
+//! * Two `ferrolb-controller` processes: killing the leader hands over to the standby within the
+//!   Lease duration, and the new leader serves new Services.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferrolb_controller::{Options, run};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const LEASE_SECONDS: u64 = 4;
+
+#[test]
+fn restart_and_failover() {
+    if !prerequisites() {
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_env_filter("info")
+        .try_init();
+    let (control_plane, _stop) = start_control_plane("ha");
+    runtime().block_on(async {
+        let client = control_plane.client().await.expect("client");
+        apply_pool(&client, "bulk", json!({"addresses": ["198.51.100.0/25"]})).await;
+        restart_keeps_every_ip(&client).await;
+        failover(&client, &control_plane.kubeconfig, &control_plane.run_dir).await;
+    });
+}
+
+fn options(identity: &str, lease: &str) -> (Options, std::net::SocketAddr) {
+    let mut options = Options::defaults();
+    let metrics = free_port();
+    options.metrics_addr = metrics;
+    options.identity = Some(identity.to_string());
+    options.lease_name = lease.to_string();
+    options.lease_duration = LEASE_SECONDS;
+    (options, metrics)
+}
+
+async fn addresses(client: &Client, namespace: &str) -> BTreeMap<String, Vec<String>> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    api.list(&Default::default())
+        .await
+        .expect("list services")
+        .items
+        .iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), ingress(s)))
+        .collect()
+}
+
+async fn restart_keeps_every_ip(client: &Client) {
+    create_namespace(client, "restart").await;
+    let (first, _) = options("restart-1", "restart-lease");
+    let shutdown = CancellationToken::new();
+    let controller = tokio::spawn(run(client.clone(), first, shutdown.clone()));
+    for chunk in (0..100).collect::<Vec<_>>().chunks(20) {
+        futures::future::join_all(chunk.iter().map(|i| async move {
+            create_service(client, "restart", &format!("svc-{i:03}"), json!({})).await
+        }))
+        .await;
+    }
+    let before = eventually(
+        "100 Services with an address",
+        Duration::from_secs(60),
+        || async {
+            let found = addresses(client, "restart").await;
+            (found.len() == 100 && found.values().all(|ips| ips.len() == 1)).then_some(found)
+        },
+    )
+    .await;
+    let distinct: std::collections::BTreeSet<_> = before.values().collect();
+    assert_eq!(distinct.len(), 100, "every Service has its own address");
+    shutdown.cancel();
+    controller
+        .await
+        .expect("join")
+        .expect("first controller ran cleanly");
+
+    // While no controller runs, a new Service appears: without restore-first it would take the
+    // lowest free address, which after a restart is svc-000's.
+    create_service(client, "restart", "newcomer", json!({})).await;
+    // And a genuine conflict: svc-099 claims svc-000's address in its status. The older Service
+    // (svc-000) keeps it; svc-099 gets a ClearAssignment Event and another address.
+    let contested = before["svc-000"][0].clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), "restart");
+    services
+        .patch_status(
+            "svc-099",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": contested, "ipMode": "VIP"}]}}})),
+        )
+        .await
+        .expect("forge a conflicting status");
+    let (second, metrics) = options("restart-2", "restart-lease");
+    let shutdown = CancellationToken::new();
+    let controller = tokio::spawn(run(client.clone(), second, shutdown.clone()));
+    let newcomer = wait_for_ips(client, "restart", "newcomer", 1).await;
+    // svc-099's own old address is free now (its status names another one).
+    assert!(
+        !before
+            .iter()
+            .any(|(name, ips)| name != "svc-099" && *ips == newcomer),
+        "newcomer took a held address {newcomer:?}: {before:?}"
+    );
+    let loser = eventually(
+        "svc-099 to get another address",
+        Duration::from_secs(30),
+        || async {
+            let ips = ingress(&get_service(client, "restart", "svc-099").await);
+            (ips.len() == 1 && ips[0] != contested).then_some(ips)
+        },
+    )
+    .await;
+    let notes = wait_for_event(client, "restart", "svc-099", "ClearAssignment").await;
+    assert!(notes[0].contains(&contested), "{notes:?}");
+    let after = addresses(client, "restart").await;
+    for (name, ips) in before.iter().filter(|(name, _)| *name != "svc-099") {
+        assert_eq!(after.get(name), Some(ips), "{name} kept its address");
+    }
+    assert!(
+        !distinct.contains(&loser),
+        "svc-099 took a held address {loser:?}"
+    );
+    assert_ne!(loser, newcomer);
+    let cleared = futures::future::join_all(
+        before
+            .keys()
+            .filter(|name| *name != "svc-099")
+            .map(|name| events(client, "restart", name, "ClearAssignment")),
+    )
+    .await;
+    assert!(
+        cleared.iter().all(Vec::is_empty),
+        "no other assignment was cleared"
+    );
+    assert_eq!(http_get(metrics, "/readyz").await.map(|r| r.0), Some(200));
+    shutdown.cancel();
+    controller
+        .await
+        .expect("join")
+        .expect("second controller ran cleanly");
+}
+
+/// Kills the child processes when the test ends, however it ends.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_controller(
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    identity: &str,
+    metrics: std::net::SocketAddr,
+) -> Child {
+    let log = File::create(dir.join(format!("{identity}.log"))).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .args([
+            "--identity",
+            identity,
+            "--lease-name",
+            "failover-lease",
+            "--lease-duration",
+            &LEASE_SECONDS.to_string(),
+            "--metrics-addr",
+            &metrics.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ferrolb-controller")
+}
+
+async fn holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), CONFIG_NAMESPACE);
+    leases
+        .get("failover-lease")
+        .await
+        .ok()?
+        .spec?
+        .holder_identity
+}
+
+async fn failover(client: &Client, kubeconfig: &std::path::Path, dir: &std::path::Path) {
+    create_namespace(client, "failover").await;
+    let metrics_a = free_port();
+    let metrics_b = free_port();
+    let mut children = Children(vec![
+        (
+            "ctl-a".to_string(),
+            spawn_controller(kubeconfig, dir, "ctl-a", metrics_a),
+        ),
+        (
+            "ctl-b".to_string(),
+            spawn_controller(kubeconfig, dir, "ctl-b", metrics_b),
+        ),
+    ]);
+    let leader = eventually("a Lease holder", Duration::from_secs(30), || async {
+        holder(client)
+            .await
+            .filter(|h| h == "ctl-a" || h == "ctl-b")
+    })
+    .await;
+    create_service(client, "failover", "before", json!({})).await;
+    let before = wait_for_ips(client, "failover", "before", 1).await;
+
+    let (leader_metrics, standby_metrics) = if leader == "ctl-a" {
+        (metrics_a, metrics_b)
+    } else {
+        (metrics_b, metrics_a)
+    };
+    let (_, text) = eventually("leader metrics", Duration::from_secs(10), || {
+        http_get(leader_metrics, "/metrics")
+    })
+    .await;
+    assert!(text.contains("ferrolb_leader 1"), "{text}");
+    let (_, text) = eventually("standby metrics", Duration::from_secs(10), || {
+        http_get(standby_metrics, "/metrics")
+    })
+    .await;
+    assert!(text.contains("ferrolb_leader 0"), "{text}");
+
+    // SIGKILL: the Lease is not released, the standby must wait for it to expire.
+    let at = children
+        .0
+        .iter()
+        .position(|(id, _)| *id == leader)
+        .expect("leader child");
+    let (_, mut killed) = children.0.remove(at);
+    killed.kill().expect("kill leader");
+    let _ = killed.wait();
+    let killed_at = Instant::now();
+    create_service(client, "failover", "after", json!({})).await;
+    let new_leader = eventually(
+        "the standby to take the Lease",
+        Duration::from_secs(30),
+        || async { holder(client).await.filter(|h| *h != leader) },
+    )
+    .await;
+    let takeover = killed_at.elapsed();
+    let after = wait_for_ips(client, "failover", "after", 1).await;
+    let served = killed_at.elapsed();
+    eprintln!(
+        "failover: {leader} killed, {new_leader} leader after {takeover:?}, new Service served after {served:?}"
+    );
+    // Within the Lease duration (plus polling slack on a loaded 2-core machine).
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECONDS + 3),
+        "takeover took {takeover:?}"
+    );
+    assert_ne!(after, before);
+    assert_eq!(
+        ingress(&get_service(client, "failover", "before").await),
+        before,
+        "kept across failover"
+    );
+    let (_, text) = eventually("new leader metrics", Duration::from_secs(10), || {
+        http_get(standby_metrics, "/metrics")
+    })
+    .await;
+    assert!(text.contains("ferrolb_leader 1"), "{text}");
+}
