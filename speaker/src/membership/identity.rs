@@ -6,10 +6,14 @@ use serde::{Deserialize, Serialize};
 
 /// A speaker's membership identity.
 ///
-/// The node name is the stable part (foca's `Addr`): two identities with the same name are the
-/// same node, and the one with the higher `boot` wins the conflict, so a restarted speaker (new
-/// boot id, taken from the wall clock at start) replaces its old incarnation at once instead of
-/// waiting for it to be declared down.
+/// The socket address is the stable part (foca's `Addr`): two identities with the same address
+/// are the same speaker, and the one with the higher `boot` wins the conflict, so a restarted
+/// speaker (new boot id, taken from the wall clock at start) replaces its old incarnation at
+/// once instead of waiting for it to be declared down. The address, not the name, is the key
+/// because seeds are addresses: a join request is addressed to an identity foca matches by
+/// `Addr` before it knows the name behind it. A speaker that comes back on another address is
+/// a new member; its old identity is declared down by probing, and the node name stays in the
+/// live set throughout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SpeakerId {
     /// Kubernetes node name.
@@ -33,7 +37,7 @@ impl SpeakerId {
 }
 
 impl foca::Identity for SpeakerId {
-    type Addr = String;
+    type Addr = SocketAddr;
 
     /// After being declared down (e.g. on the far side of a partition), rejoin at once with a
     /// fresh identity that wins against the old one.
@@ -45,13 +49,13 @@ impl foca::Identity for SpeakerId {
         })
     }
 
-    fn addr(&self) -> String {
-        self.name.clone()
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        // Newer boot wins; the address breaks a (practically impossible) tie deterministically.
-        (self.boot, self.addr) > (adversary.boot, adversary.addr)
+        // Newer boot wins; the name breaks a (practically impossible) tie deterministically.
+        (self.boot, &self.name) > (adversary.boot, &adversary.name)
     }
 }
 
@@ -74,7 +78,7 @@ mod tests {
         assert!(id(2).win_addr_conflict(&id(1)));
         assert!(!id(1).win_addr_conflict(&id(2)));
         let renewed = id(5).renew().unwrap();
-        assert_eq!(renewed.addr(), "node-a");
+        assert_eq!(renewed.addr(), id(5).addr);
         assert!(renewed.win_addr_conflict(&id(5)));
     }
 }

@@ -1,0 +1,234 @@
+//! Membership on 127.0.0.1 (no root needed): convergence, silent death, graceful leave, wrong
+//! Secret, restart, any start order. Detection times are printed: they are the core of the
+//! failover budget (500 ms median from a node's death to traffic on another node).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferrolb_speaker::membership::{LiveSet, Membership, MembershipConfig, Timers};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+const SECRET: &[u8] = b"shared secret from the memberlist Secret";
+
+struct Node {
+    name: String,
+    handle: Membership,
+    live: watch::Receiver<LiveSet>,
+}
+
+async fn start(name: &str, secret: &[u8]) -> Node {
+    let (handle, live) = Membership::start(MembershipConfig {
+        node: name.to_string(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        advertise: "127.0.0.1:0".parse().unwrap(),
+        secret: secret.to_vec(),
+        timers: Timers::default(),
+    })
+    .await
+    .expect("membership starts");
+    Node {
+        name: name.to_string(),
+        handle,
+        live,
+    }
+}
+
+async fn cluster(names: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(start(name, SECRET).await);
+    }
+    let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
+    for node in &nodes {
+        node.handle.set_seeds(seeds.clone());
+    }
+    nodes
+}
+
+fn names(nodes: &[Node]) -> LiveSet {
+    nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+/// Waits until every node's live set equals `expected`; returns the time it took.
+async fn all_see(nodes: &[Node], expected: &LiveSet, timeout: Duration) -> Duration {
+    let began = Instant::now();
+    for node in nodes {
+        let mut live = node.live.clone();
+        let left = timeout.saturating_sub(began.elapsed());
+        let reached = tokio::time::timeout(left, live.wait_for(|set| set == expected)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "{} sees {:?}, expected {:?} within {timeout:?}",
+            node.name,
+            *node.live.borrow(),
+            expected
+        );
+    }
+    began.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_and_five_members_converge() {
+    for size in [3, 5] {
+        let all: Vec<String> = (0..size).map(|i| format!("node-{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let nodes = cluster(&refs).await;
+        let took = all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+        println!("membership: {size} members converged in {took:?}");
+        for node in &nodes {
+            let stats = node.handle.stats();
+            assert_eq!(stats.members, size);
+            assert!(
+                stats.datagrams_in > 0 && stats.datagrams_out > 0,
+                "{stats:?}"
+            );
+            assert_eq!(stats.auth_failures(), 0, "{stats:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_death_is_detected_within_a_second() {
+    let mut nodes = cluster(&["a", "b", "c", "d", "e"]).await;
+    all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+    // Let the cluster settle (probe lists, gossip backlog) as it would be in steady state.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let dead = nodes.remove(2);
+    drop(dead.handle); // no leave: the others must find out by probing
+    let took = all_see(&nodes, &names(&nodes), Duration::from_millis(1500)).await;
+    println!("membership: silent death of 1 of 5 detected by all others in {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "detection took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_is_seen_at_once() {
+    let mut nodes = cluster(&["a", "b", "c", "d", "e"]).await;
+    all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let leaving = nodes.remove(0);
+    let began = Instant::now();
+    leaving
+        .handle
+        .leave(Duration::from_secs(1))
+        .await
+        .expect("leave finishes");
+    let took = began.elapsed() + all_see(&nodes, &names(&nodes), Duration::from_secs(1)).await;
+    println!("membership: graceful leave of 1 of 5 seen by all others in {took:?}");
+    assert!(took < Duration::from_millis(100), "leave took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_cannot_join_nor_disturb() {
+    let nodes = cluster(&["a", "b", "c"]).await;
+    let expected = names(&nodes);
+    all_see(&nodes, &expected, Duration::from_secs(2)).await;
+
+    let intruder = start("intruder", b"not the secret").await;
+    let mut seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
+    intruder.handle.set_seeds(seeds.clone());
+    seeds.push(intruder.handle.advertise_addr());
+    for node in &nodes {
+        node.handle.set_seeds(seeds.clone());
+    }
+    // Another one claims to be "b" from another address: it must not replace b.
+    let impostor = start("b", b"another wrong secret").await;
+    impostor.handle.set_seeds(seeds.clone());
+
+    // Watch every change for 2 s: the set must never move.
+    let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
+    for w in &mut watchers {
+        w.mark_unchanged();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (node, w) in nodes.iter().zip(&watchers) {
+        assert!(
+            !w.has_changed().unwrap(),
+            "{}'s live set changed: {:?}",
+            node.name,
+            *w.borrow()
+        );
+        assert_eq!(*node.live.borrow(), expected);
+        let stats = node.handle.stats();
+        assert!(stats.rejected_bad_tag > 0, "{}: {stats:?}", node.name);
+    }
+    assert_eq!(
+        *intruder.live.borrow(),
+        BTreeSet::from(["intruder".to_string()])
+    );
+    assert!(intruder.handle.stats().rejected_bad_tag > 0);
+    assert_eq!(intruder.handle.stats().datagrams_in, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_member_rejoins() {
+    let mut nodes = cluster(&["a", "b", "c"]).await;
+    let all = names(&nodes);
+    all_see(&nodes, &all, Duration::from_secs(2)).await;
+
+    // Silent death, detected, then the same node name comes back with a new boot id (and, as
+    // after a Pod restart, possibly another port).
+    let old = nodes.remove(2);
+    let old_boot = old.handle.identity().boot;
+    drop(old.handle);
+    all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+
+    let restarted = start("c", SECRET).await;
+    assert!(restarted.handle.identity().boot > old_boot);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
+    restarted.handle.set_seeds(seeds);
+    nodes.push(restarted);
+    let took = all_see(&nodes, &all, Duration::from_secs(2)).await;
+    println!("membership: restarted member rejoined in {took:?}");
+
+    // A restart faster than detection: the new incarnation replaces the old one in place.
+    let old = nodes.remove(2);
+    drop(old.handle);
+    let again = start("c", SECRET).await;
+    let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
+    again.handle.set_seeds(seeds);
+    nodes.push(again);
+    all_see(&nodes, &all, Duration::from_secs(2)).await;
+    // And it stays: the old identity's suspicion must not take the new one down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    all_see(&nodes, &all, Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_start_order_converges() {
+    // Seeds point at nodes that do not exist yet; they come up one by one.
+    let a = start("a", SECRET).await;
+    let b_addr = {
+        // Reserve addresses: start b and c later on ports known now.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.local_addr().unwrap()
+    };
+    a.handle.set_seeds(vec![b_addr]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (b_handle, b_live) = Membership::start(MembershipConfig {
+        node: "b".into(),
+        bind: b_addr,
+        advertise: b_addr,
+        secret: SECRET.to_vec(),
+        timers: Timers::default(),
+    })
+    .await
+    .expect("b starts on the reserved port");
+    // b has no seeds at all: only a's periodic announce can bring them together.
+    let b = Node {
+        name: "b".into(),
+        handle: b_handle,
+        live: b_live,
+    };
+    let c = start("c", SECRET).await;
+    c.handle.set_seeds(vec![a.handle.advertise_addr()]);
+    let nodes = vec![a, b, c];
+    let took = all_see(&nodes, &names(&nodes), Duration::from_secs(3)).await;
+    println!("membership: staggered start converged in {took:?}");
+}
