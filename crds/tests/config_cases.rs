@@ -990,16 +990,30 @@ valid!(
 );
 
 invalid!(
-    cr_l2_unknown_pool,
+    cr_l2_duplicate_pool_name,
     format!(
         "{}{}",
         pool("a", "{addresses: [10.0.0.0/24]}"),
-        object("L2Advertisement", "x", "{ipAddressPools: [a, b, a]}")
+        object("L2Advertisement", "x", "{ipAddressPools: [a, a]}")
     ),
-    [
-        "L2Advertisement/x: spec.ipAddressPools[2]: duplicate value \"a\"",
-        "L2Advertisement/x: spec.ipAddressPools[1]: unknown IPAddressPool \"b\"",
-    ]
+    ["L2Advertisement/x: spec.ipAddressPools[1]: duplicate value \"a\""]
+);
+
+// MetalLB ignores names of pools that do not exist: FerroLB accepts them too, with a warning.
+valid!(
+    cr_l2_unknown_pool_is_a_warning,
+    format!(
+        "{}{}",
+        pool("a", "{addresses: [10.0.0.0/24]}"),
+        object("L2Advertisement", "x", "{ipAddressPools: [a, b]}")
+    ),
+    |c, w| {
+        assert_eq!(c.l2_advertisements[0].pools, ["a"]);
+        assert_eq!(
+            w,
+            ["L2Advertisement/x: spec.ipAddressPools[1]: unknown IPAddressPool \"b\""]
+        );
+    }
 );
 
 invalid!(
@@ -1105,16 +1119,21 @@ invalid!(
 );
 
 invalid!(
-    cr_bgp_ad_unknown_peer_and_alias,
-    object(
-        "BGPAdvertisement",
-        "ad",
-        "{peers: [nope], communities: [gold]}"
-    ),
-    [
-        "BGPAdvertisement/ad: spec.communities[0]: unknown community alias \"gold\"",
-        "BGPAdvertisement/ad: spec.peers[0]: unknown BGPPeer \"nope\"",
-    ]
+    cr_bgp_ad_unknown_alias,
+    object("BGPAdvertisement", "ad", "{communities: [gold]}"),
+    ["BGPAdvertisement/ad: spec.communities[0]: unknown community alias \"gold\""]
+);
+
+valid!(
+    cr_bgp_ad_unknown_peer_is_a_warning,
+    object("BGPAdvertisement", "ad", "{peers: [nope]}"),
+    |c, w| {
+        assert_eq!(c.bgp_advertisements[0].peers, ["nope"]);
+        assert_eq!(
+            w,
+            ["BGPAdvertisement/ad: spec.peers[0]: unknown BGPPeer \"nope\""]
+        );
+    }
 );
 
 invalid!(

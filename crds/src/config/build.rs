@@ -503,7 +503,7 @@ fn validate(raw: &Raw, secrets: Option<&[Secret]>, sink: &mut Sink) -> Config {
     let bfd_profiles = validate_bfd(raw, sink);
     let peers = validate_peers(raw, secrets, sink);
     let l2_advertisements = validate_l2(raw, &pools, sink);
-    let bgp_advertisements = validate_bgp(raw, &pools, &peers, &community_aliases, sink);
+    let bgp_advertisements = validate_bgp(raw, &pools, &community_aliases, sink);
     check_local_pref_conflicts(raw, &bgp_advertisements, &pools, sink);
     check_echo_mode_v6(
         raw,
@@ -668,7 +668,9 @@ fn resolve_pools(
     let mut out: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {
         if !declared.contains_key(name.as_str()) {
-            sink.error(
+            // MetalLB ignores names of pools that do not exist (yet): a warning, not an error,
+            // so that the order in which objects are created does not matter.
+            sink.warn(
                 origin,
                 origin.field("ipAddressPools").index(i),
                 Reason::UnknownPool(name.clone()),
@@ -746,7 +748,6 @@ fn validate_l2(raw: &Raw, pools: &BTreeMap<String, Pool>, sink: &mut Sink) -> Ve
 fn validate_bgp(
     raw: &Raw,
     pools: &BTreeMap<String, Pool>,
-    peers: &BTreeMap<String, Peer>,
     aliases: &BTreeMap<String, Community>,
     sink: &mut Sink,
 ) -> Vec<BgpAdvertisement> {
@@ -859,7 +860,8 @@ fn validate_bgp(
         sink.unique_values(o, "peers", &spec.peers);
         for (i, peer) in spec.peers.iter().enumerate() {
             if !declared_peers.contains(peer.as_str()) {
-                sink.error(
+                // As for pools: MetalLB accepts it, the ad simply matches no session.
+                sink.warn(
                     o,
                     o.field("peers").index(i),
                     Reason::UnknownPeer(peer.clone()),
@@ -877,12 +879,9 @@ fn validate_bgp(
             local_pref: (spec.local_pref != 0).then_some(spec.local_pref),
             communities,
             node_selectors: sink.selectors(o, "nodeSelectors", &spec.node_selectors),
-            peers: spec
-                .peers
-                .iter()
-                .filter(|p| peers.contains_key(*p))
-                .cloned()
-                .collect(),
+            // Kept as written: a name without a BGPPeer matches no session (it must not
+            // turn into "all peers").
+            peers: spec.peers.clone(),
             service_selectors: sink.selectors(o, "serviceSelectors", &spec.service_selectors),
         });
     }

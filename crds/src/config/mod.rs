@@ -126,7 +126,8 @@ pub struct BgpAdvertisement {
     /// Aliases resolved, no duplicates.
     pub communities: Vec<Community>,
     pub node_selectors: Vec<Selector>,
-    /// Peer names; empty = all peers.
+    /// Peer names as written; empty = all peers. A name without a BGPPeer (a warning at build
+    /// time) matches no session.
     pub peers: Vec<String>,
     pub service_selectors: Vec<Selector>,
 }
