@@ -1,0 +1,106 @@
+//! The speaker's Prometheus metrics (prometheus-client), served by [`crate::http`].
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IfaceLabels {
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub interface: String,
+    pub reason: String,
+}
+
+/// Every metric, cheap to clone (the handles share their values).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// ARP requests and Neighbor Solicitations received.
+    pub requests_received: Family<IfaceLabels, Counter>,
+    /// Replies sent.
+    pub responses_sent: Family<IfaceLabels, Counter>,
+    /// Gratuitous ARP / unsolicited NA frames sent.
+    pub gratuitous_sent: Family<IfaceLabels, Counter>,
+    /// Received requests not answered, by reason.
+    pub dropped: Family<DropLabels, Counter>,
+    /// IPs this node announces.
+    pub ips_owned: Gauge,
+    /// Live members (all eligible nodes when membership is off).
+    pub membership_size: Gauge,
+    /// Configuration rebuilds rejected as invalid (the last valid one stays in force).
+    pub config_invalid: Counter,
+}
+
+impl Metrics {
+    /// The metrics and a registry holding them (prefix `ferrolb_speaker`).
+    pub fn new() -> (Metrics, Registry) {
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("ferrolb_speaker");
+        registry.register(
+            "layer2_requests_received",
+            "ARP requests and Neighbor Solicitations received",
+            metrics.requests_received.clone(),
+        );
+        registry.register(
+            "layer2_responses_sent",
+            "ARP replies and Neighbor Advertisements sent",
+            metrics.responses_sent.clone(),
+        );
+        registry.register(
+            "layer2_gratuitous_sent",
+            "Gratuitous ARP and unsolicited Neighbor Advertisement frames sent",
+            metrics.gratuitous_sent.clone(),
+        );
+        registry.register(
+            "layer2_requests_dropped",
+            "Requests not answered, by reason",
+            metrics.dropped.clone(),
+        );
+        registry.register(
+            "layer2_ips_owned",
+            "Service IPs this node announces",
+            metrics.ips_owned.clone(),
+        );
+        registry.register(
+            "membership_size",
+            "Live speakers",
+            metrics.membership_size.clone(),
+        );
+        registry.register(
+            "config_invalid",
+            "Configuration rebuilds rejected as invalid",
+            metrics.config_invalid.clone(),
+        );
+        (metrics, registry)
+    }
+
+    pub fn iface(interface: &str) -> IfaceLabels {
+        IfaceLabels {
+            interface: interface.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_with_prefix_and_labels() {
+        let (metrics, registry) = Metrics::new();
+        metrics
+            .responses_sent
+            .get_or_create(&Metrics::iface("eth0"))
+            .inc();
+        metrics.ips_owned.set(2);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("ferrolb_speaker_layer2_responses_sent_total{interface=\"eth0\"} 1"));
+        assert!(text.contains("ferrolb_speaker_layer2_ips_owned 2"));
+    }
+}

@@ -1,0 +1,342 @@
+//! End to end in the lab (root; skipped with a printed reason otherwise, FAILS when `CI` is set):
+//! a real kube-apiserver, 3 node namespaces running `ferrolb-speaker`, the controller if it is
+//! built (else the test writes `status.loadBalancer.ingress` itself), and a client that asks
+//! ARP/NDP for the Service IPs.
+//!
+//! Run: `cargo build -p ferrolb-speaker && cargo test -p ferrolb-speaker --test e2e_layer2 -- --nocapture`
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolb_tests::harness::TestLab;
+use ferrolb_tests::netlab::netns;
+
+const POOL_V4: &str = "192.0.2.240/28";
+const POOL_V6: &str = "2001:db8:2::240/124";
+const PROBES: usize = 4;
+
+fn manifest(service: &str, etp_local: bool, endpoint_nodes: &[&str]) -> String {
+    let policy = if etp_local { "Local" } else { "Cluster" };
+    let mut yaml = format!(
+        "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: e2e, namespace: ferrolb-system}}
+spec:
+  addresses: [\"{POOL_V4}\", \"{POOL_V6}\"]
+---
+apiVersion: ferrolb.io/v1beta1
+kind: L2Advertisement
+metadata: {{name: e2e, namespace: ferrolb-system}}
+spec:
+  ipAddressPools: [e2e]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {service}, namespace: default}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: {policy}
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {service}-e2e
+  namespace: default
+  labels: {{kubernetes.io/service-name: {service}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+"
+    );
+    if endpoint_nodes.is_empty() {
+        yaml.push_str("[]\n");
+    }
+    for node in endpoint_nodes {
+        let index: u8 = node.trim_start_matches("node").parse().unwrap_or(1);
+        yaml.push_str(&format!(
+            "- addresses: [\"192.0.2.{}\"]\n  nodeName: {node}\n  conditions: {{ready: true, serving: true}}\n",
+            10 + index
+        ));
+    }
+    yaml
+}
+
+struct Ctx<'a> {
+    lab: &'a TestLab,
+}
+
+impl Ctx<'_> {
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.lab
+            .control_plane()
+            .kubectl_output(args)
+            .unwrap_or_else(|err| panic!("kubectl {args:?}: {err:#}"))
+    }
+
+    fn apply(&self, name: &str, yaml: &str) {
+        let path = self.lab.run_dir().join(format!("{name}.yaml"));
+        fs::write(&path, yaml).unwrap();
+        self.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    /// The Service's ingress IPs; written by the test if the controller does not assign them.
+    fn service_ips(&self, service: &str, fallback: &[IpAddr]) -> Vec<IpAddr> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.kubectl(&[
+                "get",
+                "service",
+                "-n",
+                "default",
+                service,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ]);
+            let ips: Vec<IpAddr> = out
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            if ips.len() == 2 {
+                return ips;
+            }
+            if Instant::now() > deadline {
+                eprintln!(
+                    "{service}: no IPs from the controller in 20 s: writing the status myself"
+                );
+                let ingress: Vec<String> = fallback
+                    .iter()
+                    .map(|ip| format!("{{\"ip\":\"{ip}\"}}"))
+                    .collect();
+                let patch = format!(
+                    "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{}]}}}}}}",
+                    ingress.join(",")
+                );
+                self.kubectl(&[
+                    "patch",
+                    "service",
+                    "-n",
+                    "default",
+                    service,
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &patch,
+                ]);
+                return fallback.to_vec();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn client(&self) -> String {
+        self.lab.netlab().topology.client_ns()
+    }
+
+    /// Every MAC that replied to `count` ARP requests for `ip` (all replies, not only the first).
+    fn arp_macs(&self, ip: Ipv4Addr, count: usize) -> BTreeSet<String> {
+        let mut macs = BTreeSet::new();
+        for _ in 0..count {
+            // Broadcast only (`-b`) and wait the whole second: every node that answers shows up.
+            let out = netns::exec(&self.client(), "arping")
+                .args(["-b", "-w", "1", "-I", "eth0", &ip.to_string()])
+                .output()
+                .unwrap();
+            macs.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|line| {
+                        Some(
+                            line.split_once('[')?
+                                .1
+                                .split_once(']')?
+                                .0
+                                .to_ascii_lowercase(),
+                        )
+                    }),
+            );
+        }
+        macs
+    }
+
+    fn ndp_macs(&self, ip: Ipv6Addr, count: usize) -> BTreeSet<String> {
+        (0..count)
+            .filter_map(|_| self.lab.netlab().ndisc(&self.client(), ip))
+            .collect()
+    }
+
+    /// Waits until exactly one MAC answers ARP for `ip` (other than `not`); returns it.
+    fn wait_arp_owner(&self, ip: Ipv4Addr, not: Option<&str>, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(mac) = self.lab.netlab().arping(&self.client(), ip)
+                && Some(mac.as_str()) != not
+            {
+                return Some(mac);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    fn node_of_mac(&self, mac: &str) -> String {
+        self.lab
+            .netlab()
+            .topology
+            .nodes()
+            .find(|n| n.mac.eq_ignore_ascii_case(mac))
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| panic!("{mac} is not a node's MAC"))
+    }
+
+    fn neighbour(&self, ip: IpAddr) -> String {
+        netns::ip(&self.client(), &["neigh", "show", &ip.to_string()]).unwrap_or_default()
+    }
+
+    fn speaker_pid(&self, node: &str) -> i32 {
+        let path = self.lab.run_dir().join(format!("speaker-{node}.pid"));
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn l2_statuses(&self) -> Vec<(String, String)> {
+        let out = self.kubectl(&[
+            "get",
+            "servicel2statuses",
+            "-n",
+            "ferrolb-system",
+            "-o",
+            "jsonpath={range .items[*]}{.status.node}{\" \"}{.status.serviceName}{\"\\n\"}{end}",
+        ]);
+        out.lines()
+            .filter_map(|l| {
+                let (node, svc) = l.split_once(' ')?;
+                Some((node.to_string(), svc.to_string()))
+            })
+            .collect()
+    }
+}
+
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out after {timeout:?}: {what}");
+}
+
+#[test]
+fn e2e_layer2_one_owner_answers_arp_and_ndp() {
+    let Some(lab) = TestLab::start("e2e_layer2_one_owner_answers_arp_and_ndp", 3).unwrap() else {
+        return;
+    };
+    let ctx = Ctx { lab: &lab };
+    ctx.apply("svc", &manifest("web", false, &["node1", "node2", "node3"]));
+    let ips = ctx.service_ips(
+        "web",
+        &[
+            "192.0.2.241".parse().unwrap(),
+            "2001:db8:2::241".parse().unwrap(),
+        ],
+    );
+    let v4 = ips.iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = ips.iter().find_map(|ip| match ip {
+        IpAddr::V6(v6) => Some(*v6),
+        IpAddr::V4(_) => None,
+    });
+    let (v4, v6) = (v4.unwrap(), v6.unwrap());
+    eprintln!("service IPs {v4} {v6}");
+
+    let owner_mac = ctx
+        .wait_arp_owner(v4, None, Duration::from_secs(30))
+        .expect("nobody answers ARP for the service IP");
+    let owner = ctx.node_of_mac(&owner_mac);
+    eprintln!("owner of {v4}: {owner} ({owner_mac})");
+
+    // Exactly one node answers, every time.
+    let macs = ctx.arp_macs(v4, PROBES);
+    assert_eq!(
+        macs,
+        BTreeSet::from([owner_mac.clone()]),
+        "ARP answers for {v4}"
+    );
+    let v6_macs = ctx.ndp_macs(v6, PROBES);
+    assert_eq!(v6_macs.len(), 1, "NDP answers for {v6}: {v6_macs:?}");
+    let v6_owner = ctx.node_of_mac(v6_macs.iter().next().unwrap());
+    eprintln!("owner of {v6}: {v6_owner}");
+
+    // The client's kernel learns the owner's MAC.
+    // No host owns the IP (nothing answers the echo), but resolving it fills the cache.
+    let _ = ctx.lab.netlab().ping(&ctx.client(), IpAddr::V4(v4));
+    let neigh = ctx.neighbour(IpAddr::V4(v4));
+    assert!(
+        neigh.to_ascii_lowercase().contains(&owner_mac),
+        "client neighbour entry for {v4}: {neigh:?}"
+    );
+
+    // One status object per announcing node for this Service.
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    expected.insert(owner.clone(), "web".into());
+    expected.insert(v6_owner.clone(), "web".into());
+    eventually("ServiceL2Status objects", Duration::from_secs(15), || {
+        let statuses: BTreeMap<String, String> = ctx.l2_statuses().into_iter().collect();
+        statuses == expected
+    });
+
+    // ETP Local: the answering node follows the endpoints.
+    let target = ["node1", "node2", "node3"]
+        .into_iter()
+        .find(|n| *n != owner)
+        .unwrap();
+    let svc = manifest("web", true, &[target]);
+    ctx.apply("svc-local", &svc);
+    let started = Instant::now();
+    eventually(
+        "ETP Local: the endpoint's node answers",
+        Duration::from_secs(20),
+        || {
+            ctx.lab
+                .netlab()
+                .arping(&ctx.client(), v4)
+                .is_some_and(|mac| ctx.node_of_mac(&mac) == target)
+        },
+    );
+    eprintln!("ETP Local: {target} answers after {:?}", started.elapsed());
+    assert_eq!(ctx.arp_macs(v4, PROBES).len(), 1);
+
+    // SIGTERM of the owner: it stops answering and deletes its status object.
+    let pid = ctx.speaker_pid(target);
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(
+        "the stopped speaker's status object is gone",
+        Duration::from_secs(10),
+        || ctx.l2_statuses().iter().all(|(node, _)| node != target),
+    );
+    eventually(
+        "the stopped speaker no longer answers",
+        Duration::from_secs(10),
+        || {
+            ctx.arp_macs(v4, 2)
+                .iter()
+                .all(|mac| ctx.node_of_mac(mac) != target)
+        },
+    );
+}
