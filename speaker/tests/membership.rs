@@ -232,3 +232,96 @@ async fn any_start_order_converges() {
     let took = all_see(&nodes, &names(&nodes), Duration::from_secs(3)).await;
     println!("membership: staggered start converged in {took:?}");
 }
+
+/// A UDP relay in front of a member: others send to the relay, which forwards to the member
+/// unless the sender's address is cut off. Simulates a partition on loopback without root.
+struct Relay {
+    addr: SocketAddr,
+    blocked: std::sync::Arc<std::sync::Mutex<BTreeSet<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn new(target: SocketAddr) -> Relay {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let blocked = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let cut = blocked.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                if !cut.lock().unwrap().contains(&from) {
+                    let _ = socket.send_to(&buf[..len], target).await;
+                }
+            }
+        });
+        Relay {
+            addr,
+            blocked,
+            task,
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_heals() {
+    // Each member advertises its relay's address; members send from their own socket, which
+    // is what a relay sees as the source.
+    let mut nodes = Vec::new();
+    let mut relays = Vec::new();
+    for name in ["a", "b", "c"] {
+        let socket_addr = {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let relay = Relay::new(socket_addr).await;
+        let (handle, live) = Membership::start(MembershipConfig {
+            node: name.into(),
+            bind: socket_addr,
+            advertise: relay.addr,
+            secret: SECRET.to_vec(),
+            timers: Timers::default(),
+        })
+        .await
+        .expect("member starts on the reserved port");
+        nodes.push(Node {
+            name: name.into(),
+            handle,
+            live,
+        });
+        relays.push(relay);
+    }
+    let seeds: Vec<SocketAddr> = relays.iter().map(|r| r.addr).collect();
+    for node in &nodes {
+        node.handle.set_seeds(seeds.clone());
+    }
+    let all = names(&nodes);
+    all_see(&nodes, &all, Duration::from_secs(2)).await;
+
+    // Cut c off from a and b, both ways.
+    let sockets: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.local_addr()).collect();
+    relays[2]
+        .blocked
+        .lock()
+        .unwrap()
+        .extend([sockets[0], sockets[1]]);
+    relays[0].blocked.lock().unwrap().insert(sockets[2]);
+    relays[1].blocked.lock().unwrap().insert(sockets[2]);
+    let majority = LiveSet::from(["a".to_string(), "b".to_string()]);
+    let alone = LiveSet::from(["c".to_string()]);
+    all_see(&nodes[..2], &majority, Duration::from_secs(2)).await;
+    all_see(&nodes[2..], &alone, Duration::from_secs(2)).await;
+
+    // Heal: the periodic announcements to seeds (and to down members) bring c back.
+    for relay in &relays {
+        relay.blocked.lock().unwrap().clear();
+    }
+    let took = all_see(&nodes, &all, Duration::from_secs(5)).await;
+    println!("membership: partition healed, all members back in {took:?}");
+}
