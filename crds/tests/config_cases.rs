@@ -207,6 +207,13 @@ valid!(legacy_reference_example, legacy(LEGACY_BGP), |c, w| {
     assert_eq!(c.bgp_advertisements[1].aggregation_length, 24);
     assert_eq!(c.bgp_advertisements[1].local_pref, None);
     assert_eq!(c.l2_advertisements[0].pools, ["lan"]);
+    assert_eq!(c.bgp_advertisements_for("public").count(), 2);
+    assert_eq!(c.l2_advertisements_for("lan").count(), 1);
+    assert_eq!(c.l2_advertisements_for("public").count(), 0);
+    let ip: IpAddr = "192.168.1.245".parse().unwrap();
+    assert_eq!(c.pool_containing(&ip).map(|p| p.name.as_str()), Some("lan"));
+    let outside: IpAddr = "192.168.1.251".parse().unwrap();
+    assert!(c.pool_containing(&outside).is_none());
 });
 
 valid!(legacy_empty_config, legacy(""), |c, w| {

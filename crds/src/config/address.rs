@@ -195,6 +195,30 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// A range's CIDRs cover exactly the range: first network = start, last broadcast = end,
+        /// adjacent, and the address count adds up.
+        #[test]
+        fn range_cidrs_cover_exactly(a: u32, b: u32) {
+            let (start, end) = (a.min(b), a.max(b));
+            let text = format!("{}-{}", std::net::Ipv4Addr::from(start), std::net::Ipv4Addr::from(end));
+            let p = PoolAddress::parse(&text).unwrap();
+            let mut next = u64::from(start);
+            for net in &p.cidrs {
+                let IpNet::V4(net) = net else { panic!("v4 range gave {net}") };
+                proptest::prop_assert_eq!(u64::from(u32::from(net.network())), next);
+                next = u64::from(u32::from(net.broadcast())) + 1;
+            }
+            proptest::prop_assert_eq!(next, u64::from(end) + 1);
+        }
+
+        /// Parsing never panics, whatever the text.
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,40}") {
+            let _ = PoolAddress::parse(&text);
+        }
+    }
+
     #[test]
     fn full_v6_range_does_not_panic() {
         let p = PoolAddress::parse("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").unwrap();

@@ -220,8 +220,28 @@ impl Config {
         build::build(resources)
     }
 
-    /// Pools whose addresses an advertisement of this kind covers.
+    /// The pool an address belongs to (pools never overlap, so there is at most one).
     pub fn pool_containing(&self, ip: &IpAddr) -> Option<&Pool> {
         self.pools.values().find(|p| p.contains(ip))
+    }
+
+    /// The L2 advertisements that apply to a pool.
+    pub fn l2_advertisements_for<'a>(
+        &'a self,
+        pool: &'a str,
+    ) -> impl Iterator<Item = &'a L2Advertisement> + 'a {
+        self.l2_advertisements
+            .iter()
+            .filter(move |ad| ad.pools.iter().any(|p| p == pool))
+    }
+
+    /// The BGP advertisements that apply to a pool.
+    pub fn bgp_advertisements_for<'a>(
+        &'a self,
+        pool: &'a str,
+    ) -> impl Iterator<Item = &'a BgpAdvertisement> + 'a {
+        self.bgp_advertisements
+            .iter()
+            .filter(move |ad| ad.pools.iter().any(|p| p == pool))
     }
 }
