@@ -6,8 +6,8 @@
 //!   `ferrolbctl` read. Nothing downstream parses YAML or address strings again.
 
 pub mod annotations;
-pub mod crdgen;
 pub mod config;
+pub mod crdgen;
 pub mod legacy;
 pub mod migrate;
 pub mod v1beta1;
