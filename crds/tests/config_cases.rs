@@ -824,6 +824,76 @@ valid!(
     }
 );
 
+// MetalLB TestParse "config using all features", pool3: ranges with and without spaces, and a
+// one-address range.
+valid!(
+    metallb_all_features_pool3_ranges,
+    pool(
+        "pool3",
+        "{addresses: [40.0.0.0/25, 40.0.0.150-40.0.0.200, '40.0.0.210 - 40.0.0.240', '40.0.0.250 - 40.0.0.250']}"
+    ),
+    |c, w| {
+        assert_eq!(
+            cidrs(&c, "pool3"),
+            [
+                "40.0.0.0/25",
+                "40.0.0.150/31",
+                "40.0.0.152/29",
+                "40.0.0.160/27",
+                "40.0.0.192/29",
+                "40.0.0.200/32",
+                "40.0.0.210/31",
+                "40.0.0.212/30",
+                "40.0.0.216/29",
+                "40.0.0.224/28",
+                "40.0.0.240/32",
+                "40.0.0.250/32",
+            ]
+        );
+    }
+);
+
+// MetalLB TestParse "config using all features", peer1: hold 180s gives keepalive 60s; every
+// optional field parsed.
+valid!(
+    metallb_all_features_peer1,
+    object(
+        "BGPPeer",
+        "peer1",
+        "{myASN: 42, peerASN: 142, peerAddress: 1.2.3.4, peerPort: 1179, holdTime: 180s, connectTime: 1s, routerID: 10.20.30.40, sourceAddress: 10.20.30.40, enableGracefulRestart: true, ebgpMultiHop: true, vrf: foo}"
+    ),
+    |c, w| {
+        let p = &c.peers["peer1"];
+        assert_eq!(
+            (p.hold_time, p.keepalive_time),
+            (Duration::from_secs(180), Duration::from_secs(60))
+        );
+        assert_eq!(p.connect_time, Some(Duration::from_secs(1)));
+        assert_eq!(p.peer_port, 1179);
+        assert!(p.enable_graceful_restart && p.ebgp_multihop);
+        assert_eq!(p.vrf.as_deref(), Some("foo"));
+    }
+);
+
+// MetalLB: a serviceAllocation with no namespaces and no selectors is priority-only (matches
+// every Service).
+valid!(
+    cr_pool_priority_only_allocation,
+    pool(
+        "p",
+        "{addresses: [10.0.0.0/24], serviceAllocation: {priority: 5}}"
+    ),
+    |c, w| {
+        let a = c.pools["p"].allocation.as_ref().unwrap();
+        assert_eq!(a.priority, 5);
+        assert!(
+            a.namespaces.is_empty()
+                && a.namespace_selectors.is_empty()
+                && a.service_selectors.is_empty()
+        );
+    }
+);
+
 invalid!(
     cr_pool_empty_addresses,
     pool("p", "{addresses: []}"),

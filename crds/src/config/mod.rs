@@ -82,7 +82,10 @@ impl Pool {
     }
 }
 
-/// `spec.serviceAllocation`: which Services prefer this pool.
+/// `spec.serviceAllocation`: which Services prefer this pool. As in MetalLB, when all three
+/// lists are empty it applies to every Service (a priority-only pool); how the namespace and
+/// Service conditions combine is the allocator's decision (MetalLB: namespace condition and
+/// Service selectors must both hold when both are given).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceAllocation {
     /// Lower is preferred; 0 (unset) is used last.
