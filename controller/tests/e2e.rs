@@ -58,6 +58,8 @@ fn controller_end_to_end() {
         invalid_config_keeps_addresses(&client, metrics).await;
         stops_being_a_load_balancer(&client).await;
         pool_status_and_metrics(&client, metrics).await;
+        namespace_selector(&client).await;
+        legacy_config_map(&client).await;
 
         shutdown.cancel();
         controller
@@ -439,4 +441,84 @@ async fn pool_status_and_metrics(client: &Client, metrics: std::net::SocketAddr)
     );
     assert_eq!(http_get(metrics, "/readyz").await.map(|r| r.0), Some(200));
     assert_eq!(http_get(metrics, "/healthz").await.map(|r| r.0), Some(200));
+}
+
+async fn namespace_selector(client: &Client) {
+    apply_pool(
+        client,
+        "gold",
+        json!({"addresses": ["198.51.100.32/29"], "serviceAllocation": {
+            "priority": 1, "namespaceSelectors": [{"matchLabels": {"tier": "gold"}}]}}),
+    )
+    .await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let gold =
+        serde_json::from_value(json!({"metadata": {"name": "gold", "labels": {"tier": "gold"}}}))
+            .expect("namespace");
+    namespaces
+        .create(&Default::default(), &gold)
+        .await
+        .expect("create gold namespace");
+    create_namespace(client, "plain").await;
+    // Let the configuration with the new pool be in force before the Services appear.
+    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), CONFIG_NAMESPACE);
+    eventually("gold pool in force", Duration::from_secs(30), || async {
+        pools
+            .get("gold")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.available_ipv4 == 6)
+    })
+    .await;
+    create_service(client, "gold", "pinned", json!({})).await;
+    create_service(client, "plain", "unpinned", json!({})).await;
+    let pinned = wait_for_ips(client, "gold", "pinned", 1).await;
+    assert!(pinned[0].starts_with("198.51.100.3"), "{pinned:?}");
+    let unpinned = wait_for_ips(client, "plain", "unpinned", 1).await;
+    assert!(unpinned[0].starts_with("192.0.2."), "{unpinned:?}");
+}
+
+async fn legacy_config_map(client: &Client) {
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), CONFIG_NAMESPACE);
+    let config_map = serde_json::from_value(json!({
+        "metadata": {"name": "config"},
+        "data": {"config": "address-pools:\n- name: legacy\n  protocol: layer2\n  auto-assign: false\n  addresses:\n  - 198.51.100.48/29\n"},
+    }))
+    .expect("config map");
+    config_maps
+        .create(&Default::default(), &config_map)
+        .await
+        .expect("create legacy ConfigMap");
+    create_namespace(client, "legacy").await;
+    create_service(
+        client,
+        "legacy",
+        "old-style",
+        json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "legacy"}}}),
+    )
+    .await;
+    assert_eq!(
+        wait_for_ips(client, "legacy", "old-style", 1).await,
+        ["198.51.100.49"]
+    );
+
+    // A ConfigMap that does not parse: Event on it, addresses kept, config stale.
+    config_maps
+        .patch(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"data": {"config": "address-pools:\n- name: legacy\n  protcol: layer2\n"}}),
+            ),
+        )
+        .await
+        .expect("break the ConfigMap");
+    let notes = wait_for_event(client, CONFIG_NAMESPACE, "config", "InvalidConfiguration").await;
+    assert!(notes[0].contains("protcol"), "{notes:?}");
+    assert_eq!(
+        ingress(&get_service(client, "legacy", "old-style").await),
+        ["198.51.100.49"]
+    );
 }
