@@ -119,6 +119,12 @@ impl TestLab {
         Ok(())
     }
 
+    /// Marks a Node Ready or not (see [`Lab::set_node_ready`]); with [`Netlab::set_port`] this
+    /// is what a node failure looks like to the speakers.
+    pub fn set_node_ready(&self, node: &str, ready: bool) -> anyhow::Result<()> {
+        self.lab.set_node_ready(self.control_plane(), node, ready)
+    }
+
     /// The running control plane (after [`Self::start`]).
     pub fn control_plane(&self) -> &ControlPlane {
         match &self.control_plane {

@@ -177,6 +177,37 @@ impl Lab {
         Ok(control_plane)
     }
 
+    /// Sets a Node's Ready condition, as the node lifecycle controller would after its kubelet
+    /// stopped reporting (there is neither in the lab: Nodes stay Ready unless a test says so).
+    pub fn set_node_ready(
+        &self,
+        control_plane: &ControlPlane,
+        node: &str,
+        ready: bool,
+    ) -> anyhow::Result<()> {
+        let (status, reason) = if ready {
+            ("True", "KubeletReady")
+        } else {
+            ("Unknown", "NodeStatusUnknown")
+        };
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let patch = serde_json::json!({ "status": { "conditions": [{
+            "type": "Ready", "status": status, "reason": reason,
+            "message": "set by the FerroLB lab", "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }]}});
+        control_plane.kubectl_output([
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            &patch.to_string(),
+        ])?;
+        Ok(())
+    }
+
     /// Deletes Node objects `node<k>` left from an earlier `up` with more nodes.
     fn remove_stale_nodes(&self, control_plane: &ControlPlane) -> anyhow::Result<()> {
         let wanted: Vec<String> = self

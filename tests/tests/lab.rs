@@ -135,6 +135,24 @@ async fn lab_runs_control_plane_network_and_ferrolb_and_tears_down_cleanly() {
         "{nodes}"
     );
 
+    // A test can mark a Node not Ready (the lab has no node lifecycle controller) and back.
+    lab.set_node_ready("node2", false).expect("node2 not ready");
+    let ready = |node: &str| {
+        control_plane
+            .kubectl_output([
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .expect("kubectl get node")
+    };
+    assert_eq!(ready("node2"), "Unknown");
+    assert_eq!(ready("node1"), "True");
+    lab.set_node_ready("node2", true).expect("node2 ready");
+    assert_eq!(ready("node2"), "True");
+
     // Client reaches the router, v4 and v6; FRR bgpd runs there.
     let net = lab.netlab().clone();
     let topo = &net.topology;
