@@ -1496,6 +1496,21 @@ invalid!(
 // ---------------------------------------------------------------------------------------------
 // Documents: dispatch and bad input.
 
+valid!(
+    doc_bare_legacy_config_text,
+    "address-pools:\n- {name: a, protocol: layer2, addresses: [10.0.0.0/24]}\n",
+    |c, w| {
+        assert_eq!(cidrs(&c, "a"), ["10.0.0.0/24"]);
+        assert_eq!(c.l2_advertisements[0].pools, ["a"]);
+    }
+);
+
+invalid!(
+    doc_bare_legacy_config_text_wrong_type,
+    "peers:\n- {peer-address: 10.0.0.1, peer-asn: '1', my-asn: 2}\n",
+    ["input.yaml: document 1: legacy configuration: invalid type: string \"1\", expected u32"]
+);
+
 invalid!(
     doc_unknown_kind,
     "apiVersion: ferrolb.io/v1beta1\nkind: AddressPool\nmetadata: {name: x}\n",

@@ -2,7 +2,8 @@
 //!
 //! Used by `ferrolbctl` and the table tests. Dispatches on `apiVersion`/`kind`:
 //! `ferrolb.io/v1beta1` kinds, the same kinds under `metallb.io/v1beta1|v1beta2` (same field
-//! names), and a `v1` ConfigMap with `data.config` (MetalLB's legacy format). Secrets and
+//! names), a `v1` ConfigMap with `data.config` (MetalLB's legacy format) or just the text of
+//! that `data.config` (a mapping with only legacy keys). Secrets and
 //! Namespaces are skipped; anything else is an error naming the document.
 
 use serde::de::DeserializeOwned;
@@ -70,6 +71,9 @@ pub fn parse_documents(text: &str, source: &str) -> Result<ParsedInput, String> 
     Ok(out)
 }
 
+/// Top-level keys of a legacy configuration (`data.config`).
+const LEGACY_KEYS: [&str; 4] = ["peers", "bgp-communities", "address-pools", "bfd-profiles"];
+
 enum DocumentError {
     Skipped(String),
     Invalid(String),
@@ -103,6 +107,26 @@ fn parse_document(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    if api_version.is_empty()
+        && kind.is_empty()
+        && !map.is_empty()
+        && map.keys().all(|k| LEGACY_KEYS.contains(&k.as_str()))
+    {
+        // Just the text of a legacy ConfigMap's `data.config` (what `kubectl get cm config
+        // -o jsonpath='{.data.config}'` prints).
+        let config = serde_json::from_value(value)
+            .map_err(|e| DocumentError::Invalid(format!("legacy configuration: {e}")))?;
+        let cm = LegacyConfigMap {
+            name: "config".into(),
+            namespace: None,
+            config,
+        };
+        return Ok(Some(InputDocument {
+            location: location.into(),
+            api: SourceApi::Core,
+            object: InputObject::Legacy(cm),
+        }));
+    }
     if api_version.is_empty() || kind.is_empty() {
         return Err(DocumentError::Invalid(
             "apiVersion and kind are required".into(),
