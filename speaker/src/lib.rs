@@ -11,6 +11,7 @@
 //! - [`announce`]: desired announcements → changes (announce/withdraw, gratuitous on takeover).
 //! - [`interfaces`]: the host's interfaces and which of them announce an IP.
 //! - [`tasks`]: the per-interface responder tasks and gratuitous bursts.
+//! - [`liveness`]: the membership's live set (or every node when it is off).
 //! - [`run`]: the Kubernetes watches and the reconcile loop; [`status`]: ServiceL2Status and
 //!   Events; [`metrics`], [`http`], [`shutdown`].
 
@@ -19,6 +20,7 @@ pub mod election;
 pub mod http;
 pub mod interfaces;
 pub mod layer2;
+pub mod liveness;
 pub mod membership;
 pub mod metrics;
 pub mod run;

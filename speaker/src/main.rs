@@ -1,11 +1,12 @@
 //! `ferrolb-speaker`: announces the IPs of LoadBalancer Services from this node (layer2: ARP/NDP).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ferrolb_speaker::liveness::{Liveness, MembershipSettings};
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::run::{Readiness, RunOptions};
 use ferrolb_speaker::{http, run, shutdown};
@@ -22,6 +23,8 @@ enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MembershipMode {
+    /// SWIM membership among the speakers (until its key is found, every node counts as live).
+    On,
     /// Every Ready node counts as live (MetalLB without memberlist).
     Off,
 }
@@ -45,7 +48,7 @@ struct Cli {
     #[arg(long)]
     spread: bool,
     /// Membership protocol (liveness of the other speakers).
-    #[arg(long, env = "FERROLB_MEMBERSHIP", value_enum, default_value = "off")]
+    #[arg(long, env = "FERROLB_MEMBERSHIP", value_enum, default_value = "on")]
     membership: MembershipMode,
     /// Membership listen address.
     #[arg(long, default_value = "0.0.0.0:7946")]
@@ -53,6 +56,9 @@ struct Cli {
     /// Membership key file (else Secret ferrolb-memberlist, key secretkey).
     #[arg(long, default_value = "/etc/ferrolb/memberlist/secretkey")]
     membership_secret_file: PathBuf,
+    /// This node's address, advertised to the other speakers.
+    #[arg(long, env = "HOST_IP")]
+    host_ip: Option<IpAddr>,
     /// Metrics and health endpoint.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     metrics_addr: SocketAddr,
@@ -95,6 +101,19 @@ async fn run_speaker(cli: Cli) -> anyhow::Result<()> {
         readiness.clone(),
         stopped.clone(),
     ));
+    let liveness = match cli.membership {
+        MembershipMode::Off => Liveness::off(),
+        MembershipMode::On => Liveness::start(
+            client.clone(),
+            MembershipSettings {
+                node: cli.node_name.clone(),
+                bind: cli.membership_bind,
+                host_ip: cli.host_ip,
+                secret_file: cli.membership_secret_file.clone(),
+                namespace: cli.namespace.clone(),
+            },
+        ),
+    };
     let options = RunOptions {
         node_name: cli.node_name,
         namespace: cli.namespace,
@@ -107,6 +126,7 @@ async fn run_speaker(cli: Cli) -> anyhow::Result<()> {
         options,
         metrics,
         readiness,
+        liveness,
         stopped.clone(),
     ));
     let mut stopping = stopped.clone();

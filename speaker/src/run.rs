@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::announce::{self, Announced, Change};
 use crate::election::{AllLive, NodeName};
 use crate::interfaces;
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::status::StatusWriter;
 use crate::tasks::Layer2;
@@ -34,6 +35,8 @@ use crate::view::{
 
 /// How often the host's interfaces are rescanned (and the plan recomputed) without any event.
 pub const RESCAN_PERIOD: Duration = Duration::from_secs(5);
+/// How long leaving the membership may take on shutdown.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(1);
 /// Wake-ups closer together than this are coalesced into one pass.
 const COALESCE: Duration = Duration::from_millis(50);
 /// The legacy MetalLB ConfigMap's name.
@@ -189,6 +192,7 @@ pub async fn run(
     options: RunOptions,
     metrics: Metrics,
     readiness: Readiness,
+    liveness: Liveness,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
@@ -207,7 +211,9 @@ pub async fn run(
         metrics,
         status: StatusWriter::new(client.clone(), &options.namespace, &options.node_name),
         owners: BTreeMap::new(),
+        liveness: liveness.clone(),
     };
+    let mut live_changes = liveness.live.clone();
     speaker.status.remove_stale().await;
     let mut tick = tokio::time::interval(RESCAN_PERIOD);
     loop {
@@ -216,10 +222,14 @@ pub async fn run(
         tokio::select! {
             _ = wake.notified() => tokio::time::sleep(COALESCE).await,
             _ = tick.tick() => {}
+            _ = live_changes.changed() => {}
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         }
     }
-    info!("stopping: withdrawing every announcement");
+    // Leave first: the others drop this node at once and the new owners start announcing
+    // while this one still answers, so there is no gap.
+    info!("stopping: leaving the membership, then withdrawing every announcement");
+    liveness.leave(LEAVE_DEADLINE).await;
     speaker.layer2.stop();
     speaker.status.remove_all().await;
     Ok(())
@@ -235,6 +245,7 @@ struct Speaker {
     status: StatusWriter,
     /// Last known owner per IP, to emit events only on change.
     owners: BTreeMap<IpAddr, Option<NodeName>>,
+    liveness: Liveness,
 }
 
 impl Speaker {
@@ -268,20 +279,27 @@ impl Speaker {
                 self.options.lb_class.as_deref(),
             ),
         };
+        self.liveness.set_seed_ips(node_ips(&stores.nodes.state()));
+        let plan_options = PlanOptions {
+            eligibility: EligibilityOptions {
+                ignore_exclude_lb: self.options.ignore_exclude_lb,
+            },
+            spread: self.options.spread,
+        };
+        let live = self.liveness.current();
+        let members = live.as_ref().map_or(view.nodes.len(), BTreeSet::len);
         self.metrics
             .membership_size
-            .set(i64::try_from(view.nodes.len()).unwrap_or(i64::MAX));
-        let plan = plan(
-            &view,
-            &self.options.node_name,
-            &AllLive,
-            PlanOptions {
-                eligibility: EligibilityOptions {
-                    ignore_exclude_lb: self.options.ignore_exclude_lb,
-                },
-                spread: self.options.spread,
-            },
-        );
+            .set(i64::try_from(members).unwrap_or(i64::MAX));
+        let plan = match &live {
+            None => plan(&view, &self.options.node_name, &AllLive, plan_options),
+            Some(set) => plan(
+                &view,
+                &self.options.node_name,
+                &|node: &str| set.contains(node),
+                plan_options,
+            ),
+        };
         let host = match interfaces::scan() {
             Ok(host) => host,
             Err(err) => {
@@ -375,6 +393,17 @@ impl Speaker {
             .instrument(info_span!("status", node = %self.options.node_name))
             .await;
     }
+}
+
+/// Every node's InternalIPs (the membership's seeds; speakers run on the host network).
+fn node_ips(nodes: &[Arc<Node>]) -> BTreeSet<IpAddr> {
+    nodes
+        .iter()
+        .filter_map(|node| node.status.as_ref()?.addresses.as_ref())
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
 }
 
 fn node_infos(nodes: &[Arc<Node>]) -> BTreeMap<String, NodeInfo> {

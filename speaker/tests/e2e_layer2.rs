@@ -236,13 +236,129 @@ fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?}: {what}");
 }
 
+impl Ctx<'_> {
+    /// The membership key the speakers poll for (the lab does not create it).
+    fn create_membership_secret(&self) {
+        self.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "ferrolb-memberlist",
+            "-n",
+            "ferrolb-system",
+            "--from-literal=secretkey=e2e-membership-key-0123456789abcdef",
+        ]);
+    }
+
+    /// A speaker's /metrics, fetched inside its node namespace.
+    fn metrics(&self, node: &str) -> String {
+        let ns = self.lab.netlab().topology.ns(node);
+        netns::exec(&ns, "curl")
+            .args(["-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn membership_size(&self, node: &str) -> Option<u64> {
+        self.metrics(node).lines().find_map(|l| {
+            l.strip_prefix("ferrolb_speaker_membership_size ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    fn neighbour_mac(&self, ip: IpAddr) -> Option<String> {
+        // "192.0.2.241 dev eth0 lladdr 02:00:00:00:00:0c STALE"
+        let line = self.neighbour(ip);
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_ascii_lowercase)
+    }
+
+    /// After a failure of `old_owner`: waits until another node answers ARP for `ip`, checks
+    /// it is the only one, and measures when the client's neighbour entry (filled before the
+    /// failure) moved by itself (gratuitous ARP). Returns the new owner's node name.
+    fn failover(&self, what: &str, ip: Ipv4Addr, old_owner: &str, failed_at: Instant) -> String {
+        let old_mac = self.mac_of(old_owner);
+        let mut neighbour_moved = None;
+        let mut answered = None;
+        let deadline = failed_at + Duration::from_secs(20);
+        while Instant::now() < deadline && (neighbour_moved.is_none() || answered.is_none()) {
+            if neighbour_moved.is_none()
+                && self
+                    .neighbour_mac(IpAddr::V4(ip))
+                    .is_some_and(|mac| mac != old_mac)
+            {
+                neighbour_moved = Some(failed_at.elapsed());
+            }
+            if answered.is_none()
+                && let Some(mac) = self.lab.netlab().arping(&self.client(), ip)
+                && mac != old_mac
+            {
+                answered = Some((failed_at.elapsed(), mac));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (answer_time, new_mac) =
+            answered.unwrap_or_else(|| panic!("{what}: no other node answers for {ip}"));
+        let new_owner = self.node_of_mac(&new_mac);
+        eprintln!(
+            "{what}: {new_owner} answers ARP for {ip} {answer_time:?} after the failure of \
+             {old_owner}; client neighbour entry moved after {neighbour_moved:?}"
+        );
+        let macs = self.arp_macs(ip, 2);
+        assert_eq!(
+            macs,
+            BTreeSet::from([new_mac]),
+            "{what}: answers after failover"
+        );
+        new_owner
+    }
+
+    fn mac_of(&self, node: &str) -> String {
+        self.lab
+            .netlab()
+            .topology
+            .nodes()
+            .find(|n| n.name == node)
+            .map(|n| n.mac.to_ascii_lowercase())
+            .unwrap()
+    }
+
+    fn signal(&self, node: &str, signal: &str) {
+        let pid = self.speaker_pid(node);
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Pings `ip` so that the client has a neighbour entry to watch; returns its MAC.
+    fn prime_neighbour(&self, ip: Ipv4Addr) -> Option<String> {
+        let _ = self.lab.netlab().ping(&self.client(), IpAddr::V4(ip));
+        self.neighbour_mac(IpAddr::V4(ip))
+    }
+}
+
 #[test]
-fn e2e_layer2_one_owner_answers_arp_and_ndp() {
-    let Some(lab) = TestLab::start("e2e_layer2_one_owner_answers_arp_and_ndp", 3).unwrap() else {
+fn e2e_layer2_one_owner_answers_and_fails_over() {
+    let test = "e2e_layer2_one_owner_answers_and_fails_over";
+    let Some(lab) = TestLab::start(test, 3).unwrap() else {
         return;
     };
     let ctx = Ctx { lab: &lab };
-    ctx.apply("svc", &manifest("web", false, &["node1", "node2", "node3"]));
+    ctx.create_membership_secret();
+    let nodes = ["node1", "node2", "node3"];
+    eventually(
+        "every speaker sees 3 members",
+        Duration::from_secs(30),
+        || nodes.iter().all(|n| ctx.membership_size(n) == Some(3)),
+    );
+
+    ctx.apply("svc", &manifest("web", false, &nodes));
     let ips = ctx.service_ips(
         "web",
         &[
@@ -267,7 +383,7 @@ fn e2e_layer2_one_owner_answers_arp_and_ndp() {
     let owner = ctx.node_of_mac(&owner_mac);
     eprintln!("owner of {v4}: {owner} ({owner_mac})");
 
-    // Exactly one node answers, every time.
+    // Exactly one node answers, every time (broadcast probes reach every node).
     let macs = ctx.arp_macs(v4, PROBES);
     assert_eq!(
         macs,
@@ -280,13 +396,7 @@ fn e2e_layer2_one_owner_answers_arp_and_ndp() {
     eprintln!("owner of {v6}: {v6_owner}");
 
     // The client's kernel learns the owner's MAC.
-    // No host owns the IP (nothing answers the echo), but resolving it fills the cache.
-    let _ = ctx.lab.netlab().ping(&ctx.client(), IpAddr::V4(v4));
-    let neigh = ctx.neighbour(IpAddr::V4(v4));
-    assert!(
-        neigh.to_ascii_lowercase().contains(&owner_mac),
-        "client neighbour entry for {v4}: {neigh:?}"
-    );
+    assert_eq!(ctx.prime_neighbour(v4), Some(owner_mac.clone()));
 
     // One status object per announcing node for this Service.
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
@@ -296,14 +406,16 @@ fn e2e_layer2_one_owner_answers_arp_and_ndp() {
         let statuses: BTreeMap<String, String> = ctx.l2_statuses().into_iter().collect();
         statuses == expected
     });
+    let metrics = ctx.metrics(&owner);
+    assert!(
+        metrics.contains("ferrolb_speaker_layer2_responses_sent_total{interface=\"eth0\"}"),
+        "owner metrics:\n{metrics}"
+    );
+    assert!(metrics.contains("ferrolb_speaker_layer2_gratuitous_sent_total"));
 
     // ETP Local: the answering node follows the endpoints.
-    let target = ["node1", "node2", "node3"]
-        .into_iter()
-        .find(|n| *n != owner)
-        .unwrap();
-    let svc = manifest("web", true, &[target]);
-    ctx.apply("svc-local", &svc);
+    let target = nodes.into_iter().find(|n| *n != owner).unwrap();
+    ctx.apply("svc-local", &manifest("web", true, &[target]));
     let started = Instant::now();
     eventually(
         "ETP Local: the endpoint's node answers",
@@ -316,27 +428,48 @@ fn e2e_layer2_one_owner_answers_arp_and_ndp() {
         },
     );
     eprintln!("ETP Local: {target} answers after {:?}", started.elapsed());
-    assert_eq!(ctx.arp_macs(v4, PROBES).len(), 1);
-
-    // SIGTERM of the owner: it stops answering and deletes its status object.
-    let pid = ctx.speaker_pid(target);
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    eventually(
-        "the stopped speaker's status object is gone",
-        Duration::from_secs(10),
-        || ctx.l2_statuses().iter().all(|(node, _)| node != target),
+    assert_eq!(
+        ctx.arp_macs(v4, PROBES),
+        BTreeSet::from([ctx.mac_of(target)])
     );
+    ctx.apply("svc-cluster", &manifest("web", false, &nodes));
+    eventually("back to the elected owner", Duration::from_secs(20), || {
+        ctx.lab.netlab().arping(&ctx.client(), v4) == Some(owner_mac.clone())
+    });
+
+    // 1. The owner's link goes down.
+    ctx.prime_neighbour(v4);
+    let failed_at = Instant::now();
+    lab.netlab().set_port(&owner, false).unwrap();
+    let second = ctx.failover("link down", v4, &owner, failed_at);
+    lab.netlab().set_port(&owner, true).unwrap();
     eventually(
-        "the stopped speaker no longer answers",
+        "the reconnected owner answers again",
+        Duration::from_secs(30),
+        || ctx.arp_macs(v4, 1) == BTreeSet::from([owner_mac.clone()]),
+    );
+    eprintln!("link up: {owner} owns {v4} again (its rendezvous score is the highest)");
+    let _ = second;
+
+    // 2. The owner's speaker is killed (no goodbye).
+    ctx.prime_neighbour(v4);
+    let failed_at = Instant::now();
+    ctx.signal(&owner, "-KILL");
+    let next = ctx.failover("SIGKILL", v4, &owner, failed_at);
+
+    // 3. The next owner stops gracefully: it leaves first, so the last node takes over faster.
+    ctx.prime_neighbour(v4);
+    let failed_at = Instant::now();
+    ctx.signal(&next, "-TERM");
+    let last = ctx.failover("SIGTERM", v4, &next, failed_at);
+    assert!(last != owner && last != next);
+    eventually(
+        "the stopped speaker's status objects are gone",
         Duration::from_secs(10),
         || {
-            ctx.arp_macs(v4, 2)
+            ctx.l2_statuses()
                 .iter()
-                .all(|mac| ctx.node_of_mac(mac) != target)
+                .all(|(node, _)| node != next.as_str())
         },
     );
 }

@@ -1,0 +1,206 @@
+//! Which speakers are alive, as the reconcile loop sees it: the membership's live set once it
+//! runs, or "every node" (MetalLB without memberlist) when membership is off or has no key yet.
+//!
+//! The key comes from the mounted file or, if there is none, from the Secret
+//! `ferrolb-memberlist` (key `secretkey`), polled until it exists. A fresh member only knows
+//! itself, so its live set is used once it has met another member or after
+//! [`SOLO_GRACE`] (a single-node cluster): until then every node counts as live, which is what
+//! the other speakers assume too.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use tokio::sync::{Mutex, watch};
+use tracing::{debug, info, warn};
+
+use crate::membership::{LiveSet, Membership, MembershipConfig, Timers};
+
+/// The Secret holding the membership key, and its key.
+pub const SECRET_NAME: &str = "ferrolb-memberlist";
+pub const SECRET_KEY: &str = "secretkey";
+/// How long a member that met nobody waits before trusting its own (single-member) view.
+pub const SOLO_GRACE: Duration = Duration::from_secs(3);
+const SECRET_POLL: Duration = Duration::from_secs(2);
+
+/// Where the membership gets its key and address.
+#[derive(Debug, Clone)]
+pub struct MembershipSettings {
+    pub node: String,
+    pub bind: SocketAddr,
+    /// This node's address others reach (HOST_IP); the port is `bind`'s.
+    pub host_ip: Option<IpAddr>,
+    pub secret_file: PathBuf,
+    pub namespace: String,
+}
+
+/// The liveness source shared by the reconcile loop and the shutdown path.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    /// `None`: every node counts as live.
+    pub live: watch::Receiver<Option<LiveSet>>,
+    /// Kept so that `live` never reports a closed channel.
+    _live_tx: Arc<watch::Sender<Option<LiveSet>>>,
+    seeds: watch::Sender<Vec<SocketAddr>>,
+    handle: Arc<Mutex<Option<Membership>>>,
+    port: u16,
+}
+
+impl Liveness {
+    /// Membership off: every node is live, always.
+    pub fn off() -> Liveness {
+        let (live_tx, live) = watch::channel(None);
+        let (seeds, _) = watch::channel(Vec::new());
+        Liveness {
+            live,
+            _live_tx: Arc::new(live_tx),
+            seeds,
+            handle: Arc::new(Mutex::new(None)),
+            port: 0,
+        }
+    }
+
+    /// Starts the membership in the background (as soon as a key is found).
+    pub fn start(client: Client, settings: MembershipSettings) -> Liveness {
+        let (live_tx, live) = watch::channel(None);
+        let live_tx = Arc::new(live_tx);
+        let task_live_tx = Arc::clone(&live_tx);
+        let (seeds, mut seed_rx) = watch::channel(Vec::new());
+        let handle: Arc<Mutex<Option<Membership>>> = Arc::new(Mutex::new(None));
+        let port = settings.bind.port();
+        let slot = Arc::clone(&handle);
+        tokio::spawn(async move {
+            let secret = loop {
+                match load_secret(&client, &settings).await {
+                    Some(secret) => break secret,
+                    None => tokio::time::sleep(SECRET_POLL).await,
+                }
+            };
+            let advertise = SocketAddr::new(
+                settings.host_ip.unwrap_or(settings.bind.ip()),
+                settings.bind.port(),
+            );
+            let config = MembershipConfig {
+                node: settings.node.clone(),
+                bind: settings.bind,
+                advertise,
+                secret,
+                timers: Timers::default(),
+            };
+            let (membership, mut members) = match Membership::start(config).await {
+                Ok(started) => started,
+                Err(err) => {
+                    warn!(error = %err, "membership cannot start: every node counts as live");
+                    return;
+                }
+            };
+            info!(bind = %settings.bind, %advertise, "membership started");
+            membership.set_seeds(seed_rx.borrow_and_update().clone());
+            *slot.lock().await = Some(membership);
+            let started = tokio::time::Instant::now();
+            let mut trusted = false;
+            loop {
+                let current: LiveSet = members.borrow_and_update().clone();
+                trusted |= current.len() > 1;
+                if trusted {
+                    let _ = task_live_tx.send(Some(current));
+                }
+                tokio::select! {
+                    changed = members.changed() => if changed.is_err() { break },
+                    changed = seed_rx.changed() => {
+                        if changed.is_err() { break }
+                        let seeds = seed_rx.borrow_and_update().clone();
+                        if let Some(m) = slot.lock().await.as_ref() {
+                            m.set_seeds(seeds);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(started + SOLO_GRACE), if !trusted => {
+                        trusted = true;
+                    }
+                }
+            }
+        });
+        Liveness {
+            live,
+            _live_tx: live_tx,
+            seeds,
+            handle,
+            port,
+        }
+    }
+
+    /// The other speakers' addresses (nodes' InternalIPs); sent to the membership when changed.
+    pub fn set_seed_ips(&self, ips: BTreeSet<IpAddr>) {
+        let seeds: Vec<SocketAddr> = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, self.port))
+            .collect();
+        self.seeds.send_if_modified(|current| {
+            if *current == seeds {
+                false
+            } else {
+                *current = seeds;
+                true
+            }
+        });
+    }
+
+    /// The live node names, or `None` when every node counts as live.
+    pub fn current(&self) -> Option<LiveSet> {
+        self.live.borrow().clone()
+    }
+
+    /// Leaves the membership (the others drop us at once), if it runs.
+    pub async fn leave(&self, deadline: Duration) {
+        if let Some(membership) = self.handle.lock().await.take() {
+            match membership.leave(deadline).await {
+                Ok(()) => info!("left the membership"),
+                Err(err) => warn!(error = %err, "leaving the membership"),
+            }
+        }
+    }
+}
+
+async fn load_secret(client: &Client, settings: &MembershipSettings) -> Option<Vec<u8>> {
+    match tokio::fs::read(&settings.secret_file).await {
+        Ok(bytes) if !bytes.is_empty() => return Some(bytes),
+        _ => {}
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
+    match secrets.get_opt(SECRET_NAME).await {
+        Ok(Some(secret)) => {
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(SECRET_KEY))
+                .map(|b| b.0.clone())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(SECRET_KEY))
+                        .map(|s| s.as_bytes().to_vec())
+                })
+                .filter(|b| !b.is_empty());
+            if bytes.is_none() {
+                warn!("Secret {SECRET_NAME} has no {SECRET_KEY}");
+            }
+            bytes
+        }
+        Ok(None) => {
+            debug!(
+                "no membership key yet ({} nor Secret {SECRET_NAME}): every node counts as live",
+                settings.secret_file.display()
+            );
+            None
+        }
+        Err(err) => {
+            warn!(error = %err, "cannot read Secret {SECRET_NAME}");
+            None
+        }
+    }
+}
