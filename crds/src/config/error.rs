@@ -168,8 +168,8 @@ pub enum Reason {
     AdvertisementsWithoutBgp,
     #[error("serviceSelectors cannot be combined with a non-default aggregation length")]
     ServiceSelectorsWithAggregation,
-    #[error("{value:?} is not a valid name: {detail}")]
-    BadName { value: String, detail: String },
+    /// A problem found outside [`crate::config::Config::build`] (e.g. an object the controller
+    /// could not decode), reported in the same shape.
     #[error("{0}")]
     Other(String),
 }
