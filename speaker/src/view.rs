@@ -333,3 +333,372 @@ fn merge_interfaces(current: Option<Interfaces>, more: &Interfaces) -> Interface
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_crds::config::ClusterResources;
+
+    /// Two pools; `ads` are L2Advertisement specs (YAML flow maps).
+    fn config(ads: &[&str]) -> Config {
+        let mut yaml = String::from(
+            "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: ferrolb-system}
+spec: {addresses: [192.0.2.240/28, 2001:db8:2::240/124]}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: other, namespace: ferrolb-system}
+spec: {addresses: [203.0.113.128/28]}
+",
+        );
+        for (i, spec) in ads.iter().enumerate() {
+            yaml.push_str(&format!(
+                "---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: ad{i}, namespace: ferrolb-system}}\nspec: {spec}\n"
+            ));
+        }
+        let (resources, errors) = ClusterResources::from_yaml(&yaml, "test").unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        Config::build(&resources).unwrap()
+    }
+
+    fn node(labels: &[(&str, &str)]) -> NodeInfo {
+        NodeInfo {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            network_unavailable: false,
+        }
+    }
+
+    fn service(name: &str, ips: &[&str], serving_nodes: &[&str]) -> ServiceInfo {
+        ServiceInfo {
+            key: ServiceKey {
+                namespace: "default".into(),
+                name: name.into(),
+            },
+            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            local_traffic_policy: false,
+            has_serving_endpoint: !serving_nodes.is_empty(),
+            serving_nodes: serving_nodes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn view(ads: &[&str], services: Vec<ServiceInfo>) -> SpeakerView {
+        SpeakerView {
+            config: config(ads),
+            nodes: BTreeMap::from([
+                ("node1".to_string(), node(&[("zone", "a")])),
+                ("node2".to_string(), node(&[("zone", "b")])),
+                ("node3".to_string(), node(&[("zone", "b")])),
+            ]),
+            services,
+        }
+    }
+
+    fn eligibility(view: &SpeakerView, ip: &str, node: &str) -> Result<Interfaces, SkipReason> {
+        node_eligibility(
+            view,
+            EligibilityOptions::default(),
+            &view.services[0],
+            ip.parse().unwrap(),
+            node,
+        )
+    }
+
+    #[test]
+    fn eligibility_table() {
+        let web = || service("web", &["192.0.2.241"], &["node1", "node2", "node3"]);
+        let ip = "192.0.2.241";
+        // (case, advertisements, change to the view, node, expected)
+        type Tweak = fn(&mut SpeakerView);
+        type Case<'a> = (
+            &'a str,
+            Vec<&'a str>,
+            Tweak,
+            &'a str,
+            Result<Interfaces, SkipReason>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "plain ad: every node",
+                vec!["{ipAddressPools: [lan]}"],
+                |_| {},
+                "node1",
+                Ok(Interfaces::All),
+            ),
+            (
+                "ad of all pools",
+                vec!["{}"],
+                |_| {},
+                "node2",
+                Ok(Interfaces::All),
+            ),
+            (
+                "ad of another pool",
+                vec!["{ipAddressPools: [other]}"],
+                |_| {},
+                "node1",
+                Err(SkipReason::NoMatchingAdvertisement),
+            ),
+            (
+                "no ad",
+                vec![],
+                |_| {},
+                "node1",
+                Err(SkipReason::NoMatchingAdvertisement),
+            ),
+            (
+                "node selector matches",
+                vec!["{nodeSelectors: [{matchLabels: {zone: b}}]}"],
+                |_| {},
+                "node2",
+                Ok(Interfaces::All),
+            ),
+            (
+                "node selector does not match",
+                vec!["{nodeSelectors: [{matchLabels: {zone: b}}]}"],
+                |_| {},
+                "node1",
+                Err(SkipReason::NoMatchingAdvertisement),
+            ),
+            (
+                "service selector does not match",
+                vec!["{serviceSelectors: [{matchLabels: {app: db}}]}"],
+                |_| {},
+                "node1",
+                Err(SkipReason::NoMatchingAdvertisement),
+            ),
+            (
+                "service selector matches",
+                vec!["{serviceSelectors: [{matchLabels: {app: web}}]}"],
+                |_| {},
+                "node1",
+                Ok(Interfaces::All),
+            ),
+            (
+                "interfaces named",
+                vec![
+                    "{interfaces: [eth1]}",
+                    "{interfaces: [eth2], nodeSelectors: [{matchLabels: {zone: a}}]}",
+                ],
+                |_| {},
+                "node1",
+                Ok(Interfaces::Only(
+                    ["eth1".to_string(), "eth2".to_string()].into(),
+                )),
+            ),
+            (
+                "one ad without interfaces wins",
+                vec!["{interfaces: [eth1]}", "{}"],
+                |_| {},
+                "node1",
+                Ok(Interfaces::All),
+            ),
+            (
+                "NetworkUnavailable",
+                vec!["{}"],
+                |v| {
+                    if let Some(n) = v.nodes.get_mut("node1") {
+                        n.network_unavailable = true
+                    }
+                },
+                "node1",
+                Err(SkipReason::NetworkUnavailable),
+            ),
+            (
+                "exclude label",
+                vec!["{}"],
+                |v| {
+                    if let Some(n) = v.nodes.get_mut("node1") {
+                        n.labels.insert(EXCLUDE_LB_LABEL.into(), String::new());
+                    }
+                },
+                "node1",
+                Err(SkipReason::NodeExcluded),
+            ),
+            (
+                "no serving endpoint",
+                vec!["{}"],
+                |v| {
+                    v.services[0].has_serving_endpoint = false;
+                    v.services[0].serving_nodes.clear();
+                },
+                "node1",
+                Err(SkipReason::NoEndpoints),
+            ),
+            (
+                "ETP Local, endpoint elsewhere",
+                vec!["{}"],
+                |v| {
+                    v.services[0].local_traffic_policy = true;
+                    v.services[0].serving_nodes = ["node2".to_string()].into();
+                },
+                "node1",
+                Err(SkipReason::NoEndpoints),
+            ),
+            (
+                "ETP Local, endpoint here",
+                vec!["{}"],
+                |v| {
+                    v.services[0].local_traffic_policy = true;
+                    v.services[0].serving_nodes = ["node2".to_string()].into();
+                },
+                "node2",
+                Ok(Interfaces::All),
+            ),
+            (
+                "unknown node",
+                vec!["{}"],
+                |_| {},
+                "node9",
+                Err(SkipReason::NoMatchingAdvertisement),
+            ),
+        ];
+        for (case, ads, tweak, node, expected) in cases {
+            let mut v = view(&ads, vec![web()]);
+            tweak(&mut v);
+            assert_eq!(eligibility(&v, ip, node), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn ip_outside_every_pool_is_not_announced() {
+        let v = view(&["{}"], vec![service("web", &["198.51.100.7"], &["node1"])]);
+        assert_eq!(
+            eligibility(&v, "198.51.100.7", "node1"),
+            Err(SkipReason::NoMatchingAdvertisement)
+        );
+    }
+
+    #[test]
+    fn exclude_label_can_be_ignored() {
+        let mut v = view(&["{}"], vec![service("web", &["192.0.2.241"], &["node1"])]);
+        if let Some(n) = v.nodes.get_mut("node1") {
+            n.labels.insert(EXCLUDE_LB_LABEL.into(), String::new());
+        }
+        let options = EligibilityOptions {
+            ignore_exclude_lb: true,
+        };
+        let ip = "192.0.2.241".parse().unwrap();
+        assert_eq!(
+            node_eligibility(&v, options, &v.services[0], ip, "node1"),
+            Ok(Interfaces::All)
+        );
+    }
+
+    #[test]
+    fn endpoint_conditions() {
+        let c = |ready, serving| EndpointConditions { ready, serving };
+        assert!(c(None, None).is_serving());
+        assert!(c(Some(true), None).is_serving());
+        assert!(c(Some(false), Some(true)).is_serving());
+        assert!(!c(Some(false), None).is_serving());
+        assert!(!c(Some(false), Some(false)).is_serving());
+    }
+
+    #[test]
+    fn exactly_one_node_announces_each_ip_and_they_agree() {
+        let services = vec![
+            service(
+                "web",
+                &["192.0.2.241", "2001:db8:2::241"],
+                &["node1", "node2", "node3"],
+            ),
+            service("db", &["192.0.2.242"], &["node1", "node2", "node3"]),
+        ];
+        let v = view(&["{}"], services);
+        let plans: Vec<Plan> = ["node1", "node2", "node3"]
+            .iter()
+            .map(|n| plan(&v, n, &election::AllLive, PlanOptions::default()))
+            .collect();
+        for ip in ["192.0.2.241", "2001:db8:2::241", "192.0.2.242"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let announcing = plans
+                .iter()
+                .filter(|p| p.announce.contains_key(&ip))
+                .count();
+            assert_eq!(announcing, 1, "{ip}");
+            assert!(
+                plans
+                    .windows(2)
+                    .all(|w| w[0].owners.get(&ip) == w[1].owners.get(&ip))
+            );
+            let skipped: Vec<SkipReason> = plans
+                .iter()
+                .filter_map(|p| p.skipped.get(&ip).copied())
+                .collect();
+            assert_eq!(skipped, vec![SkipReason::NotOwner; 2], "{ip}");
+        }
+    }
+
+    #[test]
+    fn dead_owner_moves_the_ip_and_no_live_candidate_is_reported() {
+        let v = view(
+            &["{}"],
+            vec![service(
+                "web",
+                &["192.0.2.241"],
+                &["node1", "node2", "node3"],
+            )],
+        );
+        let ip: IpAddr = "192.0.2.241".parse().unwrap();
+        let all = plan(&v, "node1", &election::AllLive, PlanOptions::default());
+        let Some(Some(first)) = all.owners.get(&ip).cloned() else {
+            panic!("no owner")
+        };
+        let without_first = |n: &str| n != first.as_str();
+        let next = plan(&v, "node1", &without_first, PlanOptions::default());
+        let second = next.owners.get(&ip).cloned().flatten().unwrap();
+        assert_ne!(first, second);
+        let nobody = plan(&v, "node1", &|_: &str| false, PlanOptions::default());
+        assert_eq!(nobody.skipped.get(&ip), Some(&SkipReason::NoLiveCandidate));
+    }
+
+    #[test]
+    fn services_sharing_an_ip_pick_one_node_that_suits_both() {
+        // web runs everywhere; local runs only on node3 with ETP Local: the shared IP goes to
+        // node3, the only node eligible for both.
+        let mut local = service("local", &["192.0.2.241"], &["node3"]);
+        local.local_traffic_policy = true;
+        let v = view(
+            &["{}"],
+            vec![
+                service("web", &["192.0.2.241"], &["node1", "node2", "node3"]),
+                local,
+            ],
+        );
+        let ip: IpAddr = "192.0.2.241".parse().unwrap();
+        let p = plan(&v, "node3", &election::AllLive, PlanOptions::default());
+        let announcement = p.announce.get(&ip).expect("node3 announces");
+        assert_eq!(announcement.services.len(), 2);
+        for n in ["node1", "node2"] {
+            let other = plan(&v, n, &election::AllLive, PlanOptions::default());
+            assert!(other.announce.is_empty(), "{n}");
+        }
+    }
+
+    #[test]
+    fn spread_balances_ips_across_nodes() {
+        let ips: Vec<String> = (240..246).map(|i| format!("192.0.2.{i}")).collect();
+        let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let v = view(
+            &["{}"],
+            vec![service("web", &ip_refs, &["node1", "node2", "node3"])],
+        );
+        let options = PlanOptions {
+            spread: true,
+            ..PlanOptions::default()
+        };
+        for n in ["node1", "node2", "node3"] {
+            assert_eq!(
+                plan(&v, n, &election::AllLive, options).announce.len(),
+                2,
+                "{n}"
+            );
+        }
+    }
+}
