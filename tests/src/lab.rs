@@ -1,6 +1,6 @@
 //! The whole lab: network namespaces + control plane + FerroLB processes, under one name prefix.
 //!
-//! `up` = network ([`Netlab`]) -> control plane in `<P>cp` ([`ControlPlane`], engineer D's API) ->
+//! `up` = network ([`Netlab`]) -> control plane in `<P>cp` ([`ControlPlane`], see [`crate::controlplane`]) ->
 //! Nodes `node1..N` registered -> manifests from `config/crd/` and `config/rbac/` applied ->
 //! ServiceAccount kubeconfigs minted -> FerroLB controller and speakers started (only when their
 //! binaries are real implementations, see [`real_binary`]). Every step is idempotent: a second
