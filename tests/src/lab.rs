@@ -1,10 +1,11 @@
 //! The whole lab: network namespaces + control plane + FerroLB processes, under one name prefix.
 //!
-//! `up` = network ([`Netlab`]) -> control plane in `<P>cp` ([`ControlPlane`], see [`crate::controlplane`]) ->
-//! Nodes `node1..N` registered -> manifests from `config/crd/` and `config/rbac/` applied ->
-//! ServiceAccount kubeconfigs minted -> FerroLB controller and speakers started (only when their
-//! binaries are real implementations, see [`real_binary`]). Every step is idempotent: a second
-//! `up` attaches to the running control plane and starts only what is missing.
+//! `up` = network ([`Netlab`]) -> control plane in `<P>cp` ([`ControlPlane`], see
+//! [`crate::controlplane`]) -> Nodes `node1..N` registered -> manifests from `config/crd/` and
+//! `config/rbac/` applied -> ServiceAccount kubeconfigs minted -> FerroLB controller and speakers
+//! started (only when their binaries are real implementations, see [`real_binary`]). Every step
+//! is idempotent: a second `up` attaches to the running control plane and starts only what is
+//! missing.
 //!
 //! State lives in the run directory ([`crate::paths::run_dir`]): `lab.json` (what `up` built),
 //! pid and log files of every process, `frr/` (router configs and logs), `controlplane/` (PKI,
