@@ -37,6 +37,7 @@ fn restart_and_failover() {
         let client = control_plane.client().await.expect("client");
         apply_pool(&client, "bulk", json!({"addresses": ["198.51.100.0/25"]})).await;
         restart_keeps_every_ip(&client).await;
+        lost_lease_stops_writes(&client).await;
         failover(&client, &control_plane.kubeconfig, &control_plane.run_dir).await;
     });
 }
@@ -283,4 +284,65 @@ async fn failover(client: &Client, kubeconfig: &std::path::Path, dir: &std::path
     })
     .await;
     assert!(text.contains("ferrolb_leader 1"), "{text}");
+}
+
+/// Another holder takes the Lease: the controller stops writing (a new Service gets nothing),
+/// and resumes once the Lease is free again.
+async fn lost_lease_stops_writes(client: &Client) {
+    create_namespace(client, "steal").await;
+    let (options, metrics) = options("steal-1", "steal-lease");
+    let shutdown = CancellationToken::new();
+    let controller = tokio::spawn(run(client.clone(), options, shutdown.clone()));
+    create_service(client, "steal", "first", json!({})).await;
+    wait_for_ips(client, "steal", "first", 1).await;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), CONFIG_NAMESPACE);
+    let steal = |holder: &str, renewed: k8s_openapi::jiff::Timestamp, seconds: i32| {
+        json!({"spec": {"holderIdentity": holder,
+                        "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
+                        "acquireTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
+                        "leaseDurationSeconds": seconds}})
+    };
+    // The intruder renews like a live replica with the same Lease duration would.
+    let intruder = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let _ = leases
+                    .patch(
+                        "steal-lease",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(steal("intruder", now, LEASE_SECONDS as i32)),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    eventually(
+        "the controller to notice it lost the Lease",
+        Duration::from_secs(15),
+        || async {
+            let (_, text) = http_get(metrics, "/metrics").await?;
+            text.contains("ferrolb_leader 0").then_some(())
+        },
+    )
+    .await;
+    create_service(client, "steal", "while-stolen", json!({})).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        ingress(&get_service(client, "steal", "while-stolen").await).is_empty(),
+        "a controller without the Lease wrote a status"
+    );
+    intruder.abort();
+    let _ = intruder.await;
+
+    // The intruder stops renewing: the Lease expires, the controller leads again and serves.
+    wait_for_ips(client, "steal", "while-stolen", 1).await;
+    shutdown.cancel();
+    controller
+        .await
+        .expect("join")
+        .expect("controller ran cleanly");
 }
