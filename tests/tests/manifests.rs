@@ -196,15 +196,20 @@ fn samples_use_documentation_addresses_only() {
 }
 
 /// `ferrolbctl validate` on every configuration sample at once: no overlaps between the pools of
-/// different samples, advertisements name existing pools. Skips when ferrolbctl is not built.
+/// different samples, advertisements name existing pools. Skips when ferrolbctl is not built
+/// (fails instead under CI).
 #[test]
 fn samples_form_one_valid_configuration() {
     let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
-    if !ferrolbctl.exists() {
-        eprintln!(
-            "SKIP: {} not built (cargo build -p ferrolb-crds)",
+    let built = if ferrolbctl.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not built (cargo build -p ferrolb-crds; `cargo test --workspace` builds it)",
             ferrolbctl.display()
-        );
+        ))
+    };
+    if !require(built) {
         return;
     }
     let configuration: Vec<PathBuf> = sample_files()
