@@ -413,6 +413,55 @@ fn e2e_layer2_one_owner_answers_and_fails_over() {
     );
     assert!(metrics.contains("ferrolb_speaker_layer2_gratuitous_sent_total"));
 
+    // The owner told the Service, once per IP it took over.
+    eventually(
+        "AnnouncingNode events on the Service",
+        Duration::from_secs(10),
+        || {
+            let events = ctx.kubectl(&[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}{\" \"}{.regarding.name}{\"\\n\"}{end}",
+            ]);
+            events
+                .lines()
+                .filter(|l| *l == "AnnouncingNode web")
+                .count()
+                >= 2
+        },
+    );
+
+    // An invalid configuration is ignored: the last valid one stays in force.
+    ctx.apply(
+        "broken",
+        // Overlaps the pool in use: the whole configuration is invalid.
+        "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: broken, namespace: ferrolb-system}
+spec: {addresses: [192.0.2.240/29]}
+",
+    );
+    eventually(
+        "the owner counts the invalid configuration",
+        Duration::from_secs(10),
+        || {
+            ctx.metrics(&owner)
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("ferrolb_speaker_config_invalid_total ")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .is_some_and(|n| n > 0)
+        },
+    );
+    assert_eq!(ctx.arp_macs(v4, 2), BTreeSet::from([owner_mac.clone()]));
+    ctx.kubectl(&["delete", "ipaddresspool", "-n", "ferrolb-system", "broken"]);
+
     // ETP Local: the answering node follows the endpoints.
     let target = nodes.into_iter().find(|n| *n != owner).unwrap();
     ctx.apply("svc-local", &manifest("web", true, &[target]));
