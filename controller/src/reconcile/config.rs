@@ -189,8 +189,9 @@ pub async fn maintain(ctx: Arc<Context>, changes: impl Stream<Item = ()>) -> any
     });
     let rebuild_loop = async {
         ctx.stores.wait_until_ready().await;
+        let mut seen = Seen::default();
         loop {
-            rebuild(&ctx).await;
+            rebuild(&ctx, &mut seen).await;
             notify.notified().await;
             // Coalesce bursts (kubectl apply of several objects).
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,7 +203,14 @@ pub async fn maintain(ctx: Arc<Context>, changes: impl Stream<Item = ()>) -> any
     }
 }
 
-async fn rebuild(ctx: &Context) {
+/// What the Services' requests depend on, as of the last time every Service was reconciled.
+#[derive(Default, PartialEq)]
+struct Seen {
+    config: Option<Arc<Config>>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+async fn rebuild(ctx: &Context, seen: &mut Seen) {
     let (resources, mut errors) = ctx.stores.resources();
     let (result, _warnings) = Config::build_with_warnings(&resources);
     let config = match result {
@@ -257,8 +265,22 @@ async fn rebuild(ctx: &Context) {
         ctx.config_ready.send_replace(true);
     }
     ctx.mark_pools_dirty();
-    // Pools, namespaces or selectors may have changed: every Service is checked again.
-    ctx.reconcile_all();
+    let now = Seen {
+        config: ctx.config(),
+        namespace_labels: ctx
+            .stores
+            .namespaces
+            .state()
+            .iter()
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect(),
+    };
+    if now != *seen {
+        // Pools, selectors or Namespace labels changed: every Service is checked again. (Not
+        // on every event: our own status writes on pools come back as events too.)
+        ctx.reconcile_all();
+        *seen = now;
+    }
     report(ctx, &errors).await;
 }
 
@@ -388,5 +410,95 @@ async fn set_conditions<K>(
         {
             warn!(%error, %kind, %name, "writing the ConfigValid condition failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use ferrolb_crds::config::ClusterResources;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pool(name: &str, spec: serde_json::Value) -> IPAddressPool {
+        serde_json::from_value(json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name, "namespace": "ferrolb-system"}, "spec": spec,
+        }))
+        .expect("pool")
+    }
+
+    #[test]
+    fn pool_defs_keep_order_ranges_and_priority() {
+        let config = Config::build(&ClusterResources {
+            ip_address_pools: vec![
+                pool(
+                    "a",
+                    json!({"addresses": ["192.0.2.0/24", "198.51.100.10-198.51.100.13"],
+                                  "avoidBuggyIPs": true}),
+                ),
+                pool(
+                    "b",
+                    json!({"addresses": ["2001:db8::/64"], "autoAssign": false,
+                                  "serviceAllocation": {"priority": 5}}),
+                ),
+            ],
+            ..ClusterResources::default()
+        })
+        .expect("valid");
+        let defs = pool_defs(&config);
+        assert_eq!(defs.len(), 2);
+        let a = &defs[0];
+        assert_eq!(a.name, "a");
+        assert!(a.auto_assign && a.avoid_buggy_ips);
+        assert_eq!(a.priority, 0);
+        assert_eq!(
+            a.entries[0],
+            PoolEntry::cidr("192.0.2.0/24".parse().unwrap())
+        );
+        // 198.51.100.10-13 summarises to two /31s, flagged as from a range.
+        assert_eq!(
+            a.entries[1..],
+            [
+                PoolEntry::from_range("198.51.100.10/31".parse().unwrap()),
+                PoolEntry::from_range("198.51.100.12/31".parse().unwrap()),
+            ]
+        );
+        let b = &defs[1];
+        assert!(!b.auto_assign);
+        assert_eq!(b.priority, 5);
+        let _: IpAddr = b.entries[0].cidr.network();
+    }
+
+    #[test]
+    fn messages_group_by_object() {
+        let errors = vec![
+            ConfigError {
+                object: ObjectId::new("IPAddressPool", "p"),
+                field: FieldPath::new("spec.addresses[0]"),
+                reason: Reason::Empty,
+            },
+            ConfigError {
+                object: ObjectId::new("IPAddressPool", "p"),
+                field: FieldPath::new("spec.addresses[1]"),
+                reason: Reason::Missing,
+            },
+            ConfigError {
+                object: ObjectId::config_map_entry("config", "address-pools[1]"),
+                field: FieldPath::new("protocol"),
+                reason: Reason::Missing,
+            },
+        ];
+        let messages = messages(&errors);
+        assert_eq!(
+            messages[&("IPAddressPool".to_string(), "p".to_string())],
+            "spec.addresses[0]: must not be empty; spec.addresses[1]: is required"
+        );
+        assert_eq!(
+            messages[&("ConfigMap".to_string(), "config".to_string())],
+            "address-pools[1] protocol: is required"
+        );
     }
 }

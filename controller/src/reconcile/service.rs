@@ -67,7 +67,7 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Actio
     let Ok(key) = service_key(&service) else {
         return Ok(Action::await_change());
     };
-    let span = info_span!("reconcile", service = %key);
+    let span = info_span!("reconcile", service = %key, ip = tracing::field::Empty);
     reconcile_service(&service, &ctx, key)
         .instrument(span)
         .await
@@ -143,6 +143,7 @@ async fn reconcile_service(
     let current = status::ingress_ips(service);
     match outcome {
         Ok(assignment) => {
+            tracing::Span::current().record("ip", ips_text(&assignment.ips));
             lock(&ctx.pending).remove(&key);
             lock(&ctx.last_failure).remove(&key);
             let same_pool = status::allocated_pool(service) == Some(assignment.pool.as_str());
