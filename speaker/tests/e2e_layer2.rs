@@ -282,31 +282,36 @@ impl Ctx<'_> {
     /// failure) moved by itself (gratuitous ARP). Returns the new owner's node name.
     fn failover(&self, what: &str, ip: Ipv4Addr, old_owner: &str, failed_at: Instant) -> String {
         let old_mac = self.mac_of(old_owner);
+        // First only watch the neighbour cache (cheap, 10 ms resolution): the new owner's
+        // gratuitous ARP moves it without the client asking.
         let mut neighbour_moved = None;
-        let mut answered = None;
-        let deadline = failed_at + Duration::from_secs(20);
-        while Instant::now() < deadline && (neighbour_moved.is_none() || answered.is_none()) {
-            if neighbour_moved.is_none()
-                && self
-                    .neighbour_mac(IpAddr::V4(ip))
-                    .is_some_and(|mac| mac != old_mac)
+        let watch_until = failed_at + Duration::from_secs(10);
+        while Instant::now() < watch_until {
+            if self
+                .neighbour_mac(IpAddr::V4(ip))
+                .is_some_and(|mac| mac != old_mac)
             {
                 neighbour_moved = Some(failed_at.elapsed());
+                break;
             }
-            if answered.is_none()
-                && let Some(mac) = self.lab.netlab().arping(&self.client(), ip)
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Then ask.
+        let mut answered = None;
+        let deadline = failed_at + Duration::from_secs(20);
+        while Instant::now() < deadline && answered.is_none() {
+            if let Some(mac) = self.lab.netlab().arping(&self.client(), ip)
                 && mac != old_mac
             {
                 answered = Some((failed_at.elapsed(), mac));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         let (answer_time, new_mac) =
             answered.unwrap_or_else(|| panic!("{what}: no other node answers for {ip}"));
         let new_owner = self.node_of_mac(&new_mac);
         eprintln!(
-            "{what}: {new_owner} answers ARP for {ip} {answer_time:?} after the failure of \
-             {old_owner}; client neighbour entry moved after {neighbour_moved:?}"
+            "{what}: client neighbour entry for {ip} moved to {new_owner} {neighbour_moved:?} after \
+             the failure of {old_owner} (gratuitous ARP); ARP answered by it at {answer_time:?}"
         );
         let macs = self.arp_macs(ip, 2);
         assert_eq!(
