@@ -36,6 +36,15 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// User + system CPU seconds of `pid` (clock ticks assumed 100 Hz, as on Linux x86-64/arm64).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn thousand_services_to_external_ip() {
@@ -85,8 +94,9 @@ fn thousand_services_to_external_ip() {
         .await;
         let all_ips = started.elapsed();
         let hwm = vm_hwm_kib(pid);
+        let cpu = cpu_seconds(pid);
         println!(
-            "BENCH services={count} created_in={created:?} all_external_ip_in={all_ips:?} controller_VmHWM_KiB={hwm:?}"
+            "BENCH services={count} created_in={created:?} all_external_ip_in={all_ips:?} controller_VmHWM_KiB={hwm:?} controller_cpu_s={cpu:?}"
         );
         let _ = child.kill();
         let _ = child.wait();
