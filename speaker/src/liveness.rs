@@ -74,10 +74,20 @@ impl Liveness {
         let port = settings.bind.port();
         let slot = Arc::clone(&handle);
         tokio::spawn(async move {
+            let mut told = false;
             let secret = loop {
                 match load_secret(&client, &settings).await {
                     Some(secret) => break secret,
-                    None => tokio::time::sleep(SECRET_POLL).await,
+                    None => {
+                        if !told {
+                            info!(
+                                file = %settings.secret_file.display(),
+                                "no membership key yet (file nor Secret {SECRET_NAME}): every node counts as live until there is one"
+                            );
+                            told = true;
+                        }
+                        tokio::time::sleep(SECRET_POLL).await;
+                    }
                 }
             };
             let advertise = SocketAddr::new(

@@ -516,3 +516,117 @@ pub fn service_infos(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(name: &str, extra_spec: serde_json::Value, ips: &[&str]) -> Arc<Service> {
+        let mut spec = json!({"type": "LoadBalancer"});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let ingress: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+                "spec": spec,
+                "status": {"loadBalancer": {"ingress": ingress}},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn slice(service: &str, endpoints: serde_json::Value) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {
+                    "name": format!("{service}-x"),
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": service},
+                },
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn services_are_filtered_and_endpoints_placed() {
+        let services = vec![
+            service(
+                "web",
+                json!({"externalTrafficPolicy": "Local"}),
+                &["192.0.2.241", "2001:db8:2::241"],
+            ),
+            service(
+                "classed",
+                json!({"loadBalancerClass": "other.io/lb"}),
+                &["192.0.2.242"],
+            ),
+            service("pending", json!({}), &[]),
+            service("cluster-ip", json!({"type": "ClusterIP"}), &["192.0.2.243"]),
+            service("idle", json!({}), &["192.0.2.244"]),
+        ];
+        let slices = vec![
+            slice(
+                "web",
+                json!([
+                    {"addresses": ["10.0.0.1"], "nodeName": "node1", "conditions": {}},
+                    {"addresses": ["10.0.0.2"], "nodeName": "node2", "conditions": {"ready": false}},
+                    {"addresses": ["10.0.0.3"], "nodeName": "node3", "conditions": {"ready": false, "serving": true}},
+                ]),
+            ),
+            slice(
+                "idle",
+                json!([{"addresses": ["10.0.0.4"], "nodeName": "node1", "conditions": {"ready": false}}]),
+            ),
+        ];
+        let infos = service_infos(&services, &slices, None);
+        let names: Vec<&str> = infos.iter().map(|s| s.key.name.as_str()).collect();
+        assert_eq!(names, vec!["web", "idle"]);
+        let web = &infos[0];
+        assert!(web.local_traffic_policy);
+        assert_eq!(web.ips.len(), 2);
+        assert!(web.has_serving_endpoint);
+        assert_eq!(
+            web.serving_nodes,
+            BTreeSet::from(["node1".to_string(), "node3".to_string()])
+        );
+        assert_eq!(web.labels.get("app").map(String::as_str), Some("web"));
+        let idle = &infos[1];
+        assert!(!idle.has_serving_endpoint && idle.serving_nodes.is_empty());
+
+        let classed = service_infos(&services, &slices, Some("other.io/lb"));
+        assert_eq!(classed.len(), 1);
+        assert_eq!(classed[0].key.name, "classed");
+    }
+
+    #[test]
+    fn node_conditions_and_addresses() {
+        let node: Arc<Node> = Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "node1", "labels": {"zone": "a"}},
+                "status": {
+                    "conditions": [{"type": "NetworkUnavailable", "status": "True"}],
+                    "addresses": [
+                        {"type": "InternalIP", "address": "192.0.2.11"},
+                        {"type": "InternalIP", "address": "2001:db8:2::11"},
+                        {"type": "Hostname", "address": "node1"},
+                    ],
+                },
+            }))
+            .unwrap(),
+        );
+        let infos = node_infos(std::slice::from_ref(&node));
+        assert!(infos["node1"].network_unavailable);
+        assert_eq!(
+            infos["node1"].labels.get("zone").map(String::as_str),
+            Some("a")
+        );
+        let ips = node_ips(&[node]);
+        assert_eq!(ips.len(), 2);
+    }
+}

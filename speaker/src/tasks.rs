@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::announce::{Announced, Change};
 use crate::layer2::{
@@ -156,12 +156,16 @@ impl Layer2 {
         let tasks = [&arp, &ns]
             .into_iter()
             .map(|socket| {
-                tokio::spawn(answer_loop(
-                    info.clone(),
-                    Arc::clone(socket),
-                    Arc::clone(&self.responder),
-                    self.metrics.clone(),
-                ))
+                let span = info_span!("responder", iface = %info.name, listen = ?socket.listen());
+                tokio::spawn(
+                    answer_loop(
+                        info.clone(),
+                        Arc::clone(socket),
+                        Arc::clone(&self.responder),
+                        self.metrics.clone(),
+                    )
+                    .instrument(span),
+                )
             })
             .collect();
         Ok(IfaceSockets {
@@ -185,7 +189,9 @@ impl Layer2 {
         let schedule = self.schedule.clone();
         let metrics = self.metrics.clone();
         let name = iface.to_string();
-        let task = tokio::spawn(async move {
+        let span = info_span!("gratuitous", %ip, iface = %iface);
+        let task = tokio::spawn(
+            async move {
             let start = Instant::now();
             let mut burst = Burst::new(schedule);
             loop {
@@ -210,7 +216,9 @@ impl Layer2 {
                 }
             }
             debug!(%ip, iface = %name, "gratuitous burst done");
-        });
+        }
+            .instrument(span),
+        );
         if let Some(previous) = self.bursts.insert((ip, iface.to_string()), task) {
             previous.abort();
         }
