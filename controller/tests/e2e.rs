@@ -60,6 +60,8 @@ fn controller_end_to_end() {
         pool_status_and_metrics(&client, metrics).await;
         namespace_selector(&client).await;
         legacy_config_map(&client).await;
+        pool_deleted(&client).await;
+        other_load_balancer_class(&client).await;
 
         shutdown.cancel();
         controller
@@ -520,5 +522,63 @@ async fn legacy_config_map(client: &Client) {
     assert_eq!(
         ingress(&get_service(client, "legacy", "old-style").await),
         ["198.51.100.49"]
+    );
+    // Leave a valid configuration behind (while it is invalid nothing else can change).
+    config_maps
+        .delete("config", &Default::default())
+        .await
+        .expect("delete legacy ConfigMap");
+}
+
+async fn pool_deleted(client: &Client) {
+    let before = ingress(&get_service(client, "pooled", "named").await);
+    assert_eq!(before.len(), 1);
+    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), CONFIG_NAMESPACE);
+    pools
+        .delete("manual", &Default::default())
+        .await
+        .expect("delete pool");
+    for name in ["named", "alias"] {
+        eventually(
+            &format!("pooled/{name} to lose its address"),
+            Duration::from_secs(30),
+            || async {
+                ingress(&get_service(client, "pooled", name).await)
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await;
+        let notes = wait_for_event(client, "pooled", name, "AllocationFailed").await;
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("unknown address pool manual")),
+            "{notes:?}"
+        );
+    }
+}
+
+async fn other_load_balancer_class(client: &Client) {
+    create_namespace(client, "classes").await;
+    create_service(
+        client,
+        "classes",
+        "theirs",
+        json!({"spec": {"loadBalancerClass": "example.com/other"}}),
+    )
+    .await;
+    create_service(client, "classes", "ours", json!({})).await;
+    wait_for_ips(client, "classes", "ours", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let theirs = get_service(client, "classes", "theirs").await;
+    assert!(
+        ingress(&theirs).is_empty(),
+        "a Service of another class was served"
+    );
+    assert!(
+        events(client, "classes", "theirs", "AllocationFailed")
+            .await
+            .is_empty()
     );
 }
