@@ -72,6 +72,40 @@ where
     (reader, changes)
 }
 
+async fn check_crd<K>(client: &Client, namespace: &str) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+            "the {} CRD ({}.{}) is not installed: kubectl apply -k config/crd",
+            K::kind(&()),
+            K::plural(&()),
+            K::group(&())
+        ),
+        // Other errors (RBAC, network) show up in the watches, which retry.
+        _ => Ok(()),
+    }
+}
+
+/// Fails with an install hint when a FerroLB configuration CRD is missing (the watches would
+/// otherwise retry forever and the controller would never become ready).
+pub async fn check_crds(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    check_crd::<IPAddressPool>(client, namespace).await?;
+    check_crd::<L2Advertisement>(client, namespace).await?;
+    check_crd::<BGPAdvertisement>(client, namespace).await?;
+    check_crd::<BGPPeer>(client, namespace).await?;
+    check_crd::<BFDProfile>(client, namespace).await?;
+    check_crd::<Community>(client, namespace).await
+}
+
 /// Starts the caches; the stream yields on every change of any of them.
 pub fn watch(client: &Client, options: &Options) -> (ConfigStores, impl Stream<Item = ()> + use<>) {
     let ns = options.namespace.as_str();

@@ -283,6 +283,7 @@ async fn lead(
     health: Arc<Health>,
     leader: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    config::check_crds(&client, &options.namespace).await?;
     let (services, service_writer) = reflector::store::<Service>();
     let (stores, config_changes) = config::watch(&client, &options);
     let (retrigger, retrigger_rx) = futures::channel::mpsc::unbounded();
