@@ -95,12 +95,13 @@ async fn run_speaker(cli: Cli) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let (metrics, registry) = Metrics::new();
     let readiness = Readiness::default();
-    let http_task = tokio::spawn(http::serve(
-        cli.metrics_addr,
-        registry,
-        readiness.clone(),
-        stopped.clone(),
-    ));
+    let metrics_addr = cli.metrics_addr;
+    let serve = http::serve(metrics_addr, registry, readiness.clone(), stopped.clone());
+    let http_task = tokio::spawn(async move {
+        if let Err(err) = serve.await {
+            error!(addr = %metrics_addr, error = %err, "metrics/health server failed");
+        }
+    });
     let liveness = match cli.membership {
         MembershipMode::Off => Liveness::off(),
         MembershipMode::On => Liveness::start(

@@ -162,13 +162,7 @@ impl Stores {
     fn cluster_resources(&self) -> Result<ClusterResources, String> {
         let legacy = match self.config_maps.state().into_iter().next() {
             None => None,
-            Some(map) => {
-                let value = serde_json::to_value(&*map).map_err(|e| e.to_string())?;
-                Some(
-                    ferrolb_crds::legacy::from_config_map_value(&value)
-                        .map_err(|e| e.to_string())?,
-                )
-            }
+            Some(map) => Some(legacy_config(&map)?),
         };
         fn owned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
             items.into_iter().map(|o| (*o).clone()).collect()
@@ -395,6 +389,12 @@ impl Speaker {
     }
 }
 
+/// The legacy MetalLB configuration in a ConfigMap (`data.config`).
+pub fn legacy_config(map: &ConfigMap) -> Result<ferrolb_crds::legacy::LegacyConfigMap, String> {
+    let value = serde_json::to_value(map).map_err(|e| e.to_string())?;
+    ferrolb_crds::legacy::from_config_map_value(&value).map_err(|e| e.to_string())
+}
+
 /// Every node's InternalIPs (the membership's seeds; speakers run on the host network).
 fn node_ips(nodes: &[Arc<Node>]) -> BTreeSet<IpAddr> {
     nodes
@@ -602,6 +602,38 @@ mod tests {
         let classed = service_infos(&services, &slices, Some("other.io/lb"));
         assert_eq!(classed.len(), 1);
         assert_eq!(classed[0].key.name, "classed");
+    }
+
+    #[test]
+    fn legacy_config_map_feeds_the_configuration() {
+        let map: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "config", "namespace": "ferrolb-system"},
+            "data": {"config": "address-pools:\n- name: lan\n  protocol: layer2\n  addresses: [192.0.2.240/28]\n"},
+        }))
+        .unwrap();
+        let legacy = legacy_config(&map).unwrap();
+        let config = Config::build(&ClusterResources {
+            legacy: Some(legacy),
+            ..ClusterResources::default()
+        })
+        .unwrap();
+        assert!(config.pools.contains_key("lan"));
+        let ip: IpAddr = "192.0.2.241".parse().unwrap();
+        assert!(
+            config
+                .l2_advertisements
+                .iter()
+                .any(|ad| ad.pools.iter().any(|p| p == "lan")),
+            "a layer2 legacy pool is advertised: {:?}",
+            config.l2_advertisements
+        );
+        assert!(config.pool_containing(&ip).is_some());
+        let broken: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "config"},
+            "data": {"config": "no-such-key: 1"},
+        }))
+        .unwrap();
+        assert!(legacy_config(&broken).is_err());
     }
 
     #[test]

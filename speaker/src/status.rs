@@ -29,7 +29,13 @@ pub struct StatusWriter {
     recorder: Recorder,
     /// Status objects this writer created (or found): Service → (object name, interfaces).
     known: BTreeMap<ServiceKey, (String, BTreeSet<String>)>,
+    /// Passes since the last comparison with the API (see [`RESYNC_PASSES`]).
+    passes: u32,
 }
+
+/// Every this many passes (~1 min at one pass per 5 s) the objects are listed again, so that
+/// ones deleted by someone else are recreated and orphans are removed.
+pub const RESYNC_PASSES: u32 = 12;
 
 impl StatusWriter {
     pub fn new(client: Client, namespace: &str, node: &str) -> StatusWriter {
@@ -45,6 +51,7 @@ impl StatusWriter {
             node: node.to_string(),
             recorder,
             known: BTreeMap::new(),
+            passes: 0,
         }
     }
 
@@ -93,6 +100,11 @@ impl StatusWriter {
         announced: &BTreeMap<ServiceKey, BTreeSet<String>>,
         took_over: &[(IpAddr, Vec<ObjectReference>)],
     ) {
+        self.passes += 1;
+        if self.passes >= RESYNC_PASSES {
+            self.passes = 0;
+            self.resync().await;
+        }
         let gone: Vec<ServiceKey> = self
             .known
             .keys()
@@ -133,6 +145,33 @@ impl StatusWriter {
                     warn!(%ip, error = %err, "cannot record event");
                 }
             }
+        }
+    }
+
+    /// Forgets objects that no longer exist (so they are recreated) and deletes this node's
+    /// objects that nothing here knows of.
+    async fn resync(&mut self) {
+        let listed = match self.api.list(&self.node_selector()).await {
+            Ok(list) => list,
+            Err(err) => {
+                warn!(error = %err, "cannot list ServiceL2Statuses");
+                return;
+            }
+        };
+        let names: BTreeSet<String> = listed
+            .items
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        self.known.retain(|_, (name, _)| names.contains(name));
+        let known: BTreeSet<&String> = self.known.values().map(|(n, _)| n).collect();
+        let orphans: Vec<String> = names
+            .iter()
+            .filter(|n| !known.contains(n))
+            .cloned()
+            .collect();
+        for name in orphans {
+            self.delete(&name).await;
         }
     }
 
