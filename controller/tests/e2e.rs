@@ -409,7 +409,8 @@ async fn stops_being_a_load_balancer(client: &Client) {
         },
     )
     .await;
-    wait_for_event(client, "single", "web", "ClearAssignment").await;
+    let cleared = wait_for_event(client, "single", "web", "ClearAssignment").await;
+    assert!(cleared[0].contains("192.0.2.1"), "{cleared:?}");
     // The freed address goes to the next Service (quarantine: only once nothing else is free,
     // so just check that another Service can get an address).
     create_service(client, "single", "next", json!({})).await;

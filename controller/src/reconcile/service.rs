@@ -86,6 +86,7 @@ async fn reconcile_service(
     let reference = object_reference(service);
 
     if !is_handled(service, ctx.options.lb_class.as_deref()) {
+        let current = status::ingress_ips(service);
         let released = lock(&ctx.allocator).release(&key);
         lock(&ctx.pending).remove(&key);
         lock(&ctx.last_failure).remove(&key);
@@ -100,8 +101,12 @@ async fn reconcile_service(
                 "ClearAssignment",
                 "Release",
                 format!(
-                    "released {}: not a LoadBalancer Service handled by FerroLB",
-                    ips_text(&released)
+                    "cleared [{}]: not a LoadBalancer Service handled by FerroLB",
+                    ips_text(if released.is_empty() {
+                        &current
+                    } else {
+                        &released
+                    })
                 ),
             )
             .await;
