@@ -280,7 +280,15 @@ impl Ctx<'_> {
     /// After a failure of `old_owner`: waits until another node answers ARP for `ip`, checks
     /// it is the only one, and measures when the client's neighbour entry (filled before the
     /// failure) moved by itself (gratuitous ARP). Returns the new owner's node name.
-    fn failover(&self, what: &str, ip: Ipv4Addr, old_owner: &str, failed_at: Instant) -> String {
+    /// Returns the new owner and when the client could reach it (neighbour entry moved, or
+    /// else the first answer).
+    fn failover(
+        &self,
+        what: &str,
+        ip: Ipv4Addr,
+        old_owner: &str,
+        failed_at: Instant,
+    ) -> (String, Duration) {
         let old_mac = self.mac_of(old_owner);
         // First only watch the neighbour cache (cheap, 10 ms resolution): the new owner's
         // gratuitous ARP moves it without the client asking.
@@ -319,7 +327,7 @@ impl Ctx<'_> {
             BTreeSet::from([new_mac]),
             "{what}: answers after failover"
         );
-        new_owner
+        (new_owner, neighbour_moved.unwrap_or(answer_time))
     }
 
     fn mac_of(&self, node: &str) -> String {
@@ -495,7 +503,8 @@ spec: {addresses: [192.0.2.240/29]}
     ctx.prime_neighbour(v4);
     let failed_at = Instant::now();
     lab.netlab().set_port(&owner, false).unwrap();
-    let second = ctx.failover("link down", v4, &owner, failed_at);
+    let (second, _) = ctx.failover("link down", v4, &owner, failed_at);
+    assert_ne!(second, owner);
     lab.netlab().set_port(&owner, true).unwrap();
     eventually(
         "the reconnected owner answers again",
@@ -503,19 +512,27 @@ spec: {addresses: [192.0.2.240/29]}
         || ctx.arp_macs(v4, 1) == BTreeSet::from([owner_mac.clone()]),
     );
     eprintln!("link up: {owner} owns {v4} again (its rendezvous score is the highest)");
-    let _ = second;
 
     // 2. The owner's speaker is killed (no goodbye).
     ctx.prime_neighbour(v4);
     let failed_at = Instant::now();
     ctx.signal(&owner, "-KILL");
-    let next = ctx.failover("SIGKILL", v4, &owner, failed_at);
+    let (next, after_kill) = ctx.failover("SIGKILL", v4, &owner, failed_at);
 
     // 3. The next owner stops gracefully: it leaves first, so the last node takes over faster.
     ctx.prime_neighbour(v4);
     let failed_at = Instant::now();
     ctx.signal(&next, "-TERM");
-    let last = ctx.failover("SIGTERM", v4, &next, failed_at);
+    let (last, after_term) = ctx.failover("SIGTERM", v4, &next, failed_at);
+    // Leaving tells the others at once; a crash must wait for failure detection.
+    assert!(
+        after_term < after_kill,
+        "SIGTERM failover ({after_term:?}) not faster than SIGKILL failover ({after_kill:?})"
+    );
+    // The last speaker standing owns the IPv6 address too.
+    eventually("the last node answers NDP", Duration::from_secs(10), || {
+        ctx.ndp_macs(v6, 2) == BTreeSet::from([ctx.mac_of(&last)])
+    });
     assert!(last != owner && last != next);
     eventually(
         "the stopped speaker's status objects are gone",
