@@ -61,7 +61,7 @@ fn thousand_services_to_external_ip() {
         apply_pool(&client, "bench", json!({"addresses": ["198.51.100.0/24", "192.0.2.0/24", "2001:db8::/64"]})).await;
         create_namespace(&client, "bench").await;
         let log = File::create(control_plane.run_dir.join("bench-controller.log")).expect("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
             .env("KUBECONFIG", &control_plane.kubeconfig)
             .env("RUST_LOG", "warn")
             .args(["--identity", "bench", "--metrics-addr", &free_port().to_string()])
@@ -70,6 +70,7 @@ fn thousand_services_to_external_ip() {
             .spawn()
             .expect("spawn controller");
         let pid = child.id();
+        let _child = KillOnDrop(child);
         // Wait until it leads and serves (one Service gets an address).
         create_service(&client, "bench", "warmup", json!({})).await;
         wait_for_ips(&client, "bench", "warmup", 1).await;
@@ -98,7 +99,5 @@ fn thousand_services_to_external_ip() {
         println!(
             "BENCH services={count} created_in={created:?} all_external_ip_in={all_ips:?} controller_VmHWM_KiB={hwm:?} controller_cpu_s={cpu:?}"
         );
-        let _ = child.kill();
-        let _ = child.wait();
     });
 }

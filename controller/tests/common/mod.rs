@@ -237,3 +237,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())?;
     Some((status, body))
 }
+
+/// Kills a child process when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
