@@ -52,6 +52,21 @@ pub fn diff(current: &Announced, desired: &Announced) -> Vec<Change> {
     changes
 }
 
+/// Re-announces everything in `current` (gratuitous burst on every interface, nothing else
+/// changes). Used when speakers (re)join: one of them may have answered for our IPs while it
+/// was cut off from us, and the LAN's caches may still point at it.
+pub fn refresh(current: &Announced) -> Vec<Change> {
+    current
+        .iter()
+        .filter(|(_, interfaces)| !interfaces.is_empty())
+        .map(|(ip, interfaces)| Change::Announce {
+            ip: *ip,
+            interfaces: interfaces.clone(),
+            gratuitous_on: interfaces.clone(),
+        })
+        .collect()
+}
+
 /// Applies `changes` to `current` (what the responder then serves).
 pub fn apply(current: &mut Announced, changes: &[Change]) {
     for change in changes {
@@ -90,6 +105,23 @@ mod tests {
                 gratuitous_on: set(&["eth0", "eth1"]),
             }]
         );
+    }
+
+    #[test]
+    fn refresh_repeats_the_burst_without_changing_the_state() {
+        let current = Announced::from([
+            (ip("192.0.2.240"), set(&["eth0"])),
+            (ip("2001:db8:2::240"), set(&["eth0", "eth1"])),
+        ]);
+        let changes = refresh(&current);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| matches!(
+            c,
+            Change::Announce { interfaces, gratuitous_on, .. } if interfaces == gratuitous_on
+        )));
+        let mut after = current.clone();
+        apply(&mut after, &changes);
+        assert_eq!(after, current);
     }
 
     #[test]

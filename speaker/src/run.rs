@@ -206,6 +206,7 @@ pub async fn run(
         status: StatusWriter::new(client.clone(), &options.namespace, &options.node_name),
         owners: BTreeMap::new(),
         liveness: liveness.clone(),
+        last_live: None,
     };
     let mut live_changes = liveness.live.clone();
     speaker.status.remove_stale().await;
@@ -240,6 +241,8 @@ struct Speaker {
     /// Last known owner per IP, to emit events only on change.
     owners: BTreeMap<IpAddr, Option<NodeName>>,
     liveness: Liveness,
+    /// The live set of the previous pass, to notice speakers that join.
+    last_live: Option<crate::membership::LiveSet>,
 }
 
 impl Speaker {
@@ -306,7 +309,28 @@ impl Speaker {
             .iter()
             .map(|(ip, a)| (*ip, interfaces::select_for(*ip, &a.interfaces, &host)))
             .collect();
-        let changes = announce::diff(&self.announced, &desired);
+        let mut changes = announce::diff(&self.announced, &desired);
+        // A speaker that (re)joined may have answered for our IPs while cut off from us.
+        let joined = match (&self.last_live, &live) {
+            (Some(before), Some(now)) => now.iter().any(|n| !before.contains(n)),
+            _ => false,
+        };
+        self.last_live = live.clone();
+        if joined {
+            let kept: Announced = self
+                .announced
+                .iter()
+                .filter(|(ip, on)| desired.get(*ip) == Some(*on))
+                .map(|(ip, on)| (*ip, on.clone()))
+                .collect();
+            if !kept.is_empty() {
+                info!(
+                    ips = kept.len(),
+                    "a speaker joined: announcing our IPs again"
+                );
+            }
+            changes.extend(announce::refresh(&kept));
+        }
         for change in &changes {
             match change {
                 Change::Announce {

@@ -506,6 +506,18 @@ spec: {addresses: [192.0.2.240/29]}
     let (second, _) = ctx.failover("link down", v4, &owner, failed_at);
     assert_ne!(second, owner);
     lab.netlab().set_port(&owner, true).unwrap();
+    // The returning owner kept the IP while cut off; when the membership merges it announces
+    // again, so the client's cache (pointing at the interim owner) moves back unasked.
+    let reconnected = Instant::now();
+    eventually(
+        "the client's neighbour entry moves back to the reconnected owner",
+        Duration::from_secs(20),
+        || ctx.neighbour_mac(IpAddr::V4(v4)).as_deref() == Some(owner_mac.as_str()),
+    );
+    eprintln!(
+        "link up: client neighbour entry back on {owner} after {:?}",
+        reconnected.elapsed()
+    );
     eventually(
         "the reconnected owner answers again",
         Duration::from_secs(30),
