@@ -2,7 +2,8 @@
 //!
 //! * A restarted controller keeps every address (100 Services), even when a new Service was
 //!   created while it was down (restore runs before any new assignment).
-//! * Two `ferrolb-controller` processes: killing the leader hands over to the standby within the
+//! * Two `ferrolb-controller` processes, with the ServiceAccount and RBAC of
+//!   `config/rbac/controller.yaml`: killing the leader hands over to the standby within the
 //!   Lease duration, and the new leader serves new Services.
 
 mod common;
@@ -38,7 +39,26 @@ fn restart_and_failover() {
         apply_pool(&client, "bulk", json!({"addresses": ["198.51.100.0/25"]})).await;
         restart_keeps_every_ip(&client).await;
         lost_lease_stops_writes(&client).await;
-        failover(&client, &control_plane.kubeconfig, &control_plane.run_dir).await;
+        // The processes run with the shipped RBAC (config/rbac/controller.yaml), not as admin.
+        control_plane
+            .kubectl_output([
+                "apply",
+                "-f",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../config/rbac/controller.yaml"
+                ),
+            ])
+            .expect("apply controller RBAC");
+        let kubeconfig = control_plane
+            .mint_service_account_kubeconfig(
+                CONFIG_NAMESPACE,
+                "ferrolb-controller",
+                &control_plane.run_dir.join("controller.kubeconfig"),
+            )
+            .await
+            .expect("service account kubeconfig");
+        failover(&client, &kubeconfig, &control_plane.run_dir).await;
     });
 }
 
