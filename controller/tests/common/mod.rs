@@ -29,12 +29,18 @@ pub fn prerequisites() -> bool {
     true
 }
 
-/// Stops the control plane even when an assertion fails half-way.
+/// Stops the control plane even when an assertion fails half-way; removes its run directory
+/// (etcd data, logs) when the test passed, keeps it for inspection when it failed.
 pub struct StopOnDrop(pub PathBuf);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         let _ = controlplane::stop(&self.0);
+        if std::thread::panicking() {
+            eprintln!("control plane logs kept in {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
