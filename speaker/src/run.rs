@@ -207,9 +207,10 @@ pub async fn run(
         owners: BTreeMap::new(),
         liveness: liveness.clone(),
         last_live: None,
+        announced_before: BTreeSet::new(),
     };
     let mut live_changes = liveness.live.clone();
-    speaker.status.remove_stale().await;
+    speaker.announced_before = speaker.status.adopt().await;
     let mut tick = tokio::time::interval(RESCAN_PERIOD);
     loop {
         speaker.reconcile(&stores).await;
@@ -243,6 +244,9 @@ struct Speaker {
     liveness: Liveness,
     /// The live set of the previous pass, to notice speakers that join.
     last_live: Option<crate::membership::LiveSet>,
+    /// Services an earlier run of this node announced (its status objects): announcing them
+    /// again after a restart is not an owner change, so no Event (consumed by the first pass).
+    announced_before: BTreeSet<ServiceKey>,
 }
 
 impl Speaker {
@@ -384,12 +388,16 @@ impl Speaker {
         let took_over: Vec<(IpAddr, Vec<ObjectReference>)> = plan
             .announce
             .iter()
-            .filter(|(ip, _)| {
-                self.owners
+            .filter(|(ip, a)| {
+                let was_ours = self
+                    .owners
                     .get(*ip)
                     .and_then(|o| o.as_ref())
                     .map(NodeName::as_str)
-                    != Some(self.options.node_name.as_str())
+                    == Some(self.options.node_name.as_str());
+                let restarted_owner =
+                    !a.services.is_empty() && a.services.is_subset(&self.announced_before);
+                !was_ours && !restarted_owner
             })
             .map(|(ip, a)| {
                 let references = services
@@ -406,6 +414,7 @@ impl Speaker {
             })
             .collect();
         self.owners = plan.owners.clone();
+        self.announced_before.clear();
         self.status
             .sync(&per_service, &took_over)
             .instrument(info_span!("status", node = %self.options.node_name))

@@ -59,8 +59,53 @@ impl StatusWriter {
         ListParams::default().labels(&format!("{LABEL_NODE}={}", self.node))
     }
 
-    /// Deletes what an earlier run of this node left behind (a crash skips the cleanup).
-    pub async fn remove_stale(&mut self) {
+    /// Takes over what an earlier run of this node left behind (a crash or an upgrade skips the
+    /// cleanup): one object per Service is kept and updated by the next [`Self::sync`] (or
+    /// deleted if the Service is no longer announced), duplicates are deleted. Returns the
+    /// Services this node announced before, so that re-announcing them is not reported as an
+    /// owner change.
+    pub async fn adopt(&mut self) -> BTreeSet<ServiceKey> {
+        self.known.clear();
+        let list = match self.api.list(&self.node_selector()).await {
+            Ok(list) => list,
+            Err(err) => {
+                warn!(error = %err, "cannot list ServiceL2Statuses");
+                return BTreeSet::new();
+            }
+        };
+        for object in list {
+            let Some(name) = object.metadata.name.clone() else {
+                continue;
+            };
+            let labels = object.metadata.labels.clone().unwrap_or_default();
+            let key = match (
+                labels.get(LABEL_SERVICE_NAMESPACE),
+                labels.get(LABEL_SERVICE_NAME),
+            ) {
+                (Some(namespace), Some(service)) => ServiceKey {
+                    namespace: namespace.clone(),
+                    name: service.clone(),
+                },
+                _ => {
+                    self.delete(&name).await;
+                    continue;
+                }
+            };
+            if self.known.contains_key(&key) {
+                self.delete(&name).await;
+                continue;
+            }
+            let interfaces = object
+                .status
+                .map(|s| s.interfaces.into_iter().map(|i| i.name).collect())
+                .unwrap_or_default();
+            self.known.insert(key, (name, interfaces));
+        }
+        self.known.keys().cloned().collect()
+    }
+
+    /// Deletes every status object of this node, known or not.
+    async fn remove_listed(&mut self) {
         match self.api.list(&self.node_selector()).await {
             Ok(list) => {
                 for object in list {
@@ -82,7 +127,7 @@ impl StatusWriter {
         }
         self.known.clear();
         // Anything created by a request whose answer was lost.
-        self.remove_stale().await;
+        self.remove_listed().await;
     }
 
     async fn delete(&self, name: &str) {
