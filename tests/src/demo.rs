@@ -163,6 +163,10 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
         "demo: Service default/{SERVICE} got {}",
         service_ips.join(", ")
     );
+    println!(
+        "demo: kubectl get svc {SERVICE}\n{}",
+        control_plane.kubectl_output(["get", "svc", SERVICE, "-n", "default", "-o", "wide"])?
+    );
 
     if let Err(why) = speaker {
         println!("demo: speakers {why}: nobody announces these IPs yet, so no curl from client");
@@ -184,11 +188,7 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
 
     let client = topology.client_ns();
     for ip in &service_ips {
-        let url = if ip.contains(':') {
-            format!("http://[{ip}]/")
-        } else {
-            format!("http://{ip}/")
-        };
+        let url = service_url(ip);
         let answer = curl_until_answered(&client, &url)?;
         let neighbour = netns::ip(&client, &["neigh", "show", ip]).unwrap_or_default();
         println!(
@@ -198,12 +198,77 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
         );
     }
     println!(
-        "demo: try `ip netns exec {client} curl http://{}/`, then cut the answering node off with \
-         `ip -n {} link set <node> down` and curl again",
+        "demo: try `ip netns exec {client} curl http://{}/`, then `cargo xtask lab fail <node>` \
+         to cut the answering node off and see another node answer",
         service_ips.first().map_or("<ip>", String::as_str),
-        topology.switch_ns()
     );
     Ok(())
+}
+
+/// `lab fail NODE`: cuts NODE off the LAN (its switch port goes down, as when a server dies) and
+/// curls the demo Service from `client` until another node answers, printing how long it took.
+pub fn fail(lab: &Lab, control_plane: &ControlPlane, node: &str) -> anyhow::Result<()> {
+    let topology = &lab.netlab.topology;
+    if !topology.nodes().any(|n| n.name == node) {
+        anyhow::bail!("no node {node:?} in lab {:?}", lab.prefix());
+    }
+    let client = topology.client_ns();
+    let urls: Vec<String> = wait_for_ingress(control_plane)?
+        .iter()
+        .map(|ip| service_url(ip))
+        .collect();
+    for url in &urls {
+        let before = curl_until_answered(&client, url)?;
+        println!("fail: before: curl {url} -> {}", before.trim());
+    }
+    lab.netlab.set_port(node, false)?;
+    let cut = Instant::now();
+    println!(
+        "fail: {node} cut off (ip -n {} link set {node} down)",
+        topology.switch_ns()
+    );
+    for url in &urls {
+        let deadline = Instant::now() + REACH_TIMEOUT;
+        loop {
+            let mut curl = netns::exec(&client, "curl");
+            curl.args(["-sS", "-m", "0.5", url]);
+            match cmd::stdout(curl) {
+                Ok(body) if !body.contains(&format!("from {node}\n")) => {
+                    println!(
+                        "fail: after {:>5} ms: curl {url} -> {}",
+                        cut.elapsed().as_millis(),
+                        body.trim()
+                    );
+                    break;
+                }
+                _ if Instant::now() >= deadline => anyhow::bail!(
+                    "fail: no other node answered {url} within {REACH_TIMEOUT:?}; see speaker-*.log in {}",
+                    lab.run_dir().display()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    println!("fail: bring {node} back with `cargo xtask lab heal {node}`");
+    Ok(())
+}
+
+/// `lab heal NODE`: reconnects NODE's switch port.
+pub fn heal(lab: &Lab, node: &str) -> anyhow::Result<()> {
+    if !lab.netlab.topology.nodes().any(|n| n.name == node) {
+        anyhow::bail!("no node {node:?} in lab {:?}", lab.prefix());
+    }
+    lab.netlab.set_port(node, true)?;
+    println!("heal: {node} reconnected");
+    Ok(())
+}
+
+fn service_url(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("http://[{ip}]/")
+    } else {
+        format!("http://{ip}/")
+    }
 }
 
 fn wait_for_ingress(control_plane: &ControlPlane) -> anyhow::Result<Vec<String>> {

@@ -469,6 +469,19 @@ pub fn status(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `lab fail NODE`: cuts a node off and shows the demo Service answered by another node.
+pub fn fail(prefix: &str, node: &str) -> anyhow::Result<()> {
+    let lab = Lab::existing(prefix)?;
+    let control_plane = ControlPlane::attach(&lab.control_plane_dir())
+        .with_context(|| format!("is the lab {prefix:?} up? (cargo xtask lab up --demo)"))?;
+    crate::demo::fail(&lab, &control_plane, node)
+}
+
+/// `lab heal NODE`: reconnects a node cut off by `lab fail`.
+pub fn heal(prefix: &str, node: &str) -> anyhow::Result<()> {
+    crate::demo::heal(&Lab::existing(prefix)?, node)
+}
+
 /// Path of the lab's admin kubeconfig.
 pub fn kubeconfig(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = Lab::existing(prefix)?.admin_kubeconfig();

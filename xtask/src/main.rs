@@ -43,6 +43,16 @@ enum LabCommand {
     Down,
     /// Show the lab's namespaces, addresses and processes.
     Status,
+    /// Cut a node off the LAN and show the demo Service answered by another node.
+    Fail {
+        /// Node name, e.g. node2.
+        node: String,
+    },
+    /// Reconnect a node cut off by `lab fail`.
+    Heal {
+        /// Node name, e.g. node2.
+        node: String,
+    },
     /// Print the path of the lab's admin kubeconfig.
     Kubeconfig,
     /// Run kubectl against the lab: `cargo xtask lab kubectl -- get svc`.
@@ -103,6 +113,8 @@ fn main() -> anyhow::Result<()> {
             }
             LabCommand::Down => lab::down(&prefix()),
             LabCommand::Status => lab::status(&prefix()),
+            LabCommand::Fail { node } => lab::fail(&prefix(), &node),
+            LabCommand::Heal { node } => lab::heal(&prefix(), &node),
             LabCommand::Kubeconfig => {
                 println!("{}", lab::kubeconfig(&prefix())?.display());
                 Ok(())
