@@ -62,6 +62,7 @@ fn controller_end_to_end() {
         legacy_config_map(&client).await;
         pool_deleted(&client).await;
         other_load_balancer_class(&client).await;
+        membership_secret_created(&client).await;
 
         shutdown.cancel();
         controller
@@ -582,4 +583,32 @@ async fn other_load_balancer_class(client: &Client) {
             .await
             .is_empty()
     );
+}
+
+/// The leader creates the speakers' membership Secret with a random key, and leaves an existing
+/// one alone (checked by reading it twice: the key does not change).
+async fn membership_secret_created(client: &Client) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), "ferrolb-system");
+    let key = |secret: Secret| {
+        secret
+            .data
+            .and_then(|data| data.get("secretkey").cloned())
+            .map(|bytes| bytes.0)
+            .unwrap_or_default()
+    };
+    let first = eventually(
+        "membership Secret ferrolb-memberlist",
+        std::time::Duration::from_secs(10),
+        || async { secrets.get_opt("ferrolb-memberlist").await.ok().flatten() },
+    )
+    .await;
+    let first = key(first);
+    assert_eq!(first.len(), 64, "a 256-bit key as hex");
+    let created_again = ferrolb_controller::membership_secret::ensure(client, "ferrolb-system")
+        .await
+        .expect("ensure");
+    assert!(!created_again, "an existing Secret is kept");
+    let second = key(secrets.get("ferrolb-memberlist").await.expect("secret"));
+    assert_eq!(first, second);
 }

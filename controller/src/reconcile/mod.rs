@@ -284,6 +284,11 @@ async fn lead(
     leader: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     config::check_crds(&client, &options.namespace).await?;
+    // Speakers fall back to "every Ready node is live" without this Secret; a failure here is
+    // worth a warning, not giving up leadership.
+    if let Err(error) = crate::membership_secret::ensure(&client, &options.namespace).await {
+        warn!(%error, "could not ensure the speakers' membership Secret");
+    }
     let (services, service_writer) = reflector::store::<Service>();
     let (stores, config_changes) = config::watch(&client, &options);
     let (retrigger, retrigger_rx) = futures::channel::mpsc::unbounded();
