@@ -3,6 +3,8 @@
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 L2DIR="$REPO/benches/l2"
 P=${FERROLB_LAB_PREFIX:-fbk-}
+# Child tools (cargo xtask) must act on the same lab, never on the default prefix.
+export FERROLB_LAB_PREFIX=$P
 TRIALS=${TRIALS:-10}
 STATS="python3 $L2DIR/l2stats.py"
 RUN_DIR="$REPO/target/lab/$P"
