@@ -109,8 +109,8 @@ def summary(path, keys):
 
 def arpwire(path, client_ip, ips):
     pending, deltas, macs, unanswered = {}, {ip: [] for ip in ips}, {ip: {} for ip in ips}, {ip: 0 for ip in ips}
-    req = re.compile(rf"ARP, Request who-has (\S+) (?:\(\S+\) )?tell {re.escape(client_ip)},")
-    rep = re.compile(r"ARP, Reply (\S+) is-at ([0-9a-f:]{17})")
+    req = re.compile(rf"Request who-has (\S+) (?:\(\S+\) )?tell {re.escape(client_ip)},")
+    rep = re.compile(r"Reply (\S+) is-at ([0-9a-f:]{17})")
     for line in open(path, errors="replace"):
         m = LINE.match(line)
         if not m:
