@@ -25,7 +25,7 @@ enum LogFormat {
 enum MembershipMode {
     /// SWIM membership among the speakers (until its key is found, every node counts as live).
     On,
-    /// Every Ready node counts as live (MetalLB without memberlist).
+    /// Every Node counts as live, whatever its Ready condition (MetalLB without memberlist).
     Off,
 }
 

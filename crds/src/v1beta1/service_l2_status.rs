@@ -62,8 +62,9 @@ pub struct ServiceL2StatusStatus {
     #[x_kube(validation = Rule::new("self == oldSelf").message("serviceNamespace is immutable"))]
     pub service_namespace: Option<String>,
 
-    /// Interfaces the addresses are announced on; listed only when an L2Advertisement restricts
-    /// the interfaces.
+    /// Interfaces the addresses are announced on: the L2Advertisement's `interfaces` when it
+    /// names some, else the node's interfaces chosen by the speaker (those with an address in
+    /// the same subnet as the service address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceInfo>,
 }
