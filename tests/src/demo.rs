@@ -3,10 +3,10 @@
 //! LoadBalancer Service `default/demo` whose EndpointSlices point at an HTTP responder on every
 //! node, and `curl` from `client` to the IPs FerroLB assigned and announces.
 //!
-//! There is no kube-proxy in the lab, so each node gets an nftables rule that does its job for
-//! the demo: traffic to the Service IPs on port 80 is redirected to the local responder on 8080.
-//! The node kernels do not own the Service IPs, so only the speaker's ARP/NDP answers make them
-//! reachable.
+//! There is no kube-proxy in the lab, so the demo does its job on each node: the Service IPs go
+//! on `lo` (as IPVS mode binds them, with `strictARP`'s `arp_ignore`/`arp_announce`, so the
+//! kernel never answers ARP/NDP for them) and an nftables rule redirects port 80 to the local
+//! responder on 8080. Only the speakers' ARP/NDP answers make the IPs reachable from `client`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -184,6 +184,7 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
         let mut apply = netns::exec(&ns, "nft");
         apply.arg("-f").arg(&ruleset);
         cmd::run(apply)?;
+        bind_service_ips_on_lo(&ns, &service_ips)?;
     }
 
     let client = topology.client_ns();
@@ -231,7 +232,7 @@ pub fn fail(lab: &Lab, control_plane: &ControlPlane, node: &str) -> anyhow::Resu
         let deadline = Instant::now() + REACH_TIMEOUT;
         loop {
             let mut curl = netns::exec(&client, "curl");
-            curl.args(["-sS", "-m", "0.5", url]);
+            curl.args(["-sS", "-m", "0.2", url]);
             match cmd::stdout(curl) {
                 Ok(body) if !body.contains(&format!("from {node}\n")) => {
                     println!(
@@ -269,6 +270,31 @@ fn service_url(ip: &str) -> String {
     } else {
         format!("http://{ip}/")
     }
+}
+
+/// Puts the Service IPs on the node's `lo`, as kube-proxy's IPVS mode puts them on `kube-ipvs0`,
+/// so the node's kernel accepts (and answers ping on) traffic for them; with `arp_ignore=1` and
+/// `arp_announce=2` (kube-proxy's `strictARP`) the kernel never answers ARP for them on `eth0`,
+/// and IPv6 neighbour discovery only answers for addresses of the receiving interface, so only
+/// the speakers' ARP/NDP answers decide which node the client reaches.
+fn bind_service_ips_on_lo(ns: &str, service_ips: &[String]) -> anyhow::Result<()> {
+    netns::sysctl(
+        ns,
+        &[
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.eth0.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+            "net.ipv4.conf.eth0.arp_announce=2",
+        ],
+    )?;
+    for ip in service_ips {
+        let prefix = if ip.contains(':') { "128" } else { "32" };
+        netns::ip(
+            ns,
+            &["addr", "replace", &format!("{ip}/{prefix}"), "dev", "lo"],
+        )?;
+    }
+    Ok(())
 }
 
 fn wait_for_ingress(control_plane: &ControlPlane) -> anyhow::Result<Vec<String>> {

@@ -449,16 +449,10 @@ fn check_rendered_objects(objects: &[Value]) {
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert!(security["privileged"].is_null() || security["privileged"] == false);
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(
-        strings(&security["capabilities"]["add"]),
-        ["NET_RAW"]
-    );
+    assert_eq!(strings(&security["capabilities"]["add"]), ["NET_RAW"]);
     assert_eq!(
         ports(container),
-        [
-            (7946, "UDP".to_string()),
-            (7473, "TCP".to_string())
-        ]
+        [(7946, "UDP".to_string()), (7473, "TCP".to_string())]
     );
     assert_eq!(env_source(container, "NODE_NAME"), "spec.nodeName");
     assert_eq!(env_source(container, "HOST_IP"), "status.hostIP");

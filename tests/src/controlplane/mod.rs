@@ -378,7 +378,17 @@ impl ControlPlane {
     fn check_processes(&self) -> anyhow::Result<()> {
         for name in [ETCD, APISERVER] {
             let pid = process::read_pid(&process::pid_file(&self.run_dir, name));
-            if !pid.is_some_and(|pid| process::is_alive(pid) && process::runs_program(pid, name)) {
+            let running = || {
+                pid.is_some_and(|pid| process::is_alive(pid) && process::runs_program(pid, name))
+            };
+            // While `ip netns exec` execs the program, /proc/PID/cmdline reads empty for a moment:
+            // look twice before declaring it dead (a false "died" used to abort `lab up`).
+            let mut alive = running();
+            if !alive {
+                thread::sleep(Duration::from_millis(300));
+                alive = running();
+            }
+            if !alive {
                 bail!(
                     "{name} is not running (pid {pid:?}); last log lines:\n{}",
                     process::log_tail(&process::log_file(&self.run_dir, name), 3000)
