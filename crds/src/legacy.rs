@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use serde::{Deserialize, Serialize};
 
 /// The YAML under `data.config`.
@@ -59,6 +60,25 @@ pub struct LegacySelectorRequirement {
     pub operator: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+}
+
+impl From<&LegacySelector> for LabelSelector {
+    /// The Kubernetes selector a legacy `node-selectors[]` entry means (empty lists left out).
+    fn from(s: &LegacySelector) -> LabelSelector {
+        LabelSelector {
+            match_labels: (!s.match_labels.is_empty()).then(|| s.match_labels.clone()),
+            match_expressions: (!s.match_expressions.is_empty()).then(|| {
+                s.match_expressions
+                    .iter()
+                    .map(|e| LabelSelectorRequirement {
+                        key: e.key.clone(),
+                        operator: e.operator.clone(),
+                        values: (!e.values.is_empty()).then(|| e.values.clone()),
+                    })
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// `address-pools[]`.

@@ -15,12 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::SecretReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::config::{InputDocument, InputObject};
-use crate::legacy::{LegacyConfigMap, LegacySelector, names};
+use crate::legacy::{LegacyConfigMap, names};
 use crate::v1beta1::{
     self, BFDProfile, BFDProfileSpec, BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec,
     Community, CommunityAlias, CommunitySpec, IPAddressPool, IPAddressPoolSpec, L2Advertisement,
@@ -85,22 +83,6 @@ fn clean(object: InputObject) -> InputObject {
         InputObject::BFDProfile(o) => cleaned!(BFDProfile, o),
         InputObject::Community(o) => cleaned!(Community, o),
         InputObject::Legacy(cm) => InputObject::Legacy(cm),
-    }
-}
-
-fn selector(s: &LegacySelector) -> LabelSelector {
-    LabelSelector {
-        match_labels: (!s.match_labels.is_empty()).then(|| s.match_labels.clone()),
-        match_expressions: (!s.match_expressions.is_empty()).then(|| {
-            s.match_expressions
-                .iter()
-                .map(|e| LabelSelectorRequirement {
-                    key: e.key.clone(),
-                    operator: e.operator.clone(),
-                    values: (!e.values.is_empty()).then(|| e.values.clone()),
-                })
-                .collect()
-        }),
     }
 }
 
@@ -197,7 +179,11 @@ pub fn from_legacy(cm: &LegacyConfigMap) -> Migrated {
                 hold_time: peer.hold_time.clone(),
                 keepalive_time: peer.keepalive_time.clone(),
                 router_id: peer.router_id.clone(),
-                node_selectors: peer.node_selectors.iter().map(selector).collect(),
+                node_selectors: peer
+                    .node_selectors
+                    .iter()
+                    .map(LabelSelector::from)
+                    .collect(),
                 password: peer.password.clone(),
                 password_secret: None::<SecretReference>,
                 bfd_profile: peer.bfd_profile.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use super::{
@@ -17,7 +17,7 @@ use super::{
     Peer, PeerAsn, PeerPassword, PeerTarget, Pool, PoolAddress, PreferredNode, Reason, Selector,
     ServiceAllocation, overlaps, parse_go_duration,
 };
-use crate::legacy::{self, LegacyConfigMap, LegacySelector};
+use crate::legacy::{self, LegacyConfigMap};
 use crate::v1beta1::DynamicASNMode;
 
 /// Where a raw object came from, to name it and its fields in errors.
@@ -317,22 +317,6 @@ fn lower(resources: &ClusterResources, sink: &mut Sink) -> Raw {
     raw
 }
 
-fn legacy_selector(s: &LegacySelector) -> LabelSelector {
-    LabelSelector {
-        match_labels: (!s.match_labels.is_empty()).then(|| s.match_labels.clone()),
-        match_expressions: (!s.match_expressions.is_empty()).then(|| {
-            s.match_expressions
-                .iter()
-                .map(|e| LabelSelectorRequirement {
-                    key: e.key.clone(),
-                    operator: e.operator.clone(),
-                    values: (!e.values.is_empty()).then(|| e.values.clone()),
-                })
-                .collect()
-        }),
-    }
-}
-
 fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
     use crate::v1beta1::{BFDProfileSpec, BGPAdvertisementSpec, BGPPeerSpec, L2AdvertisementSpec};
     let config = &cm.config;
@@ -379,7 +363,11 @@ fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
             hold_time: peer.hold_time.clone(),
             keepalive_time: peer.keepalive_time.clone(),
             router_id: peer.router_id.clone(),
-            node_selectors: peer.node_selectors.iter().map(legacy_selector).collect(),
+            node_selectors: peer
+                .node_selectors
+                .iter()
+                .map(LabelSelector::from)
+                .collect(),
             password: peer.password.clone(),
             bfd_profile: peer.bfd_profile.clone(),
             ebgp_multi_hop: peer.ebgp_multihop.unwrap_or(false),
