@@ -237,17 +237,28 @@ fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 }
 
 impl Ctx<'_> {
-    /// The membership key the speakers poll for (the lab does not create it).
-    fn create_membership_secret(&self) {
-        self.kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            "ferrolb-memberlist",
-            "-n",
-            "ferrolb-system",
-            "--from-literal=secretkey=e2e-membership-key-0123456789abcdef",
-        ]);
+    /// Waits for the membership key the speakers poll for: the leading controller creates it
+    /// (running with the RBAC of `config/rbac/controller.yaml`), as on a real cluster.
+    fn wait_for_membership_secret(&self) {
+        eventually(
+            "the controller creates Secret ferrolb-system/ferrolb-memberlist",
+            Duration::from_secs(30),
+            || {
+                self.lab
+                    .control_plane()
+                    .kubectl_output([
+                        "get",
+                        "secret",
+                        "ferrolb-memberlist",
+                        "-n",
+                        "ferrolb-system",
+                        "--ignore-not-found",
+                        "-o",
+                        "name",
+                    ])
+                    .is_ok_and(|out| out.trim() == "secret/ferrolb-memberlist")
+            },
+        );
     }
 
     /// A speaker's /metrics, fetched inside its node namespace.
@@ -363,7 +374,7 @@ fn e2e_layer2_one_owner_answers_and_fails_over() {
         return;
     };
     let ctx = Ctx { lab: &lab };
-    ctx.create_membership_secret();
+    ctx.wait_for_membership_secret();
     let nodes = ["node1", "node2", "node3"];
     eventually(
         "every speaker sees 3 members",
