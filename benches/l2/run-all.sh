@@ -31,6 +31,8 @@ OUT=$BASE/keepalived "$L2DIR/keepalived-failover.sh" ${KEEPALIVED_ADVERTS:-1 0.1
 OUT=$BASE/ferrolb "$L2DIR/ferrolb-failover.sh"
 OUT=$BASE/arp "$L2DIR/arp-latency.sh"
 if [ -n "${RELEASE_SPEAKER_BIN:-}" ]; then
+  # The release build may still be running (it is slow on a small machine): wait up to 15 min.
+  for _ in $(seq 180); do [ -x "$RELEASE_SPEAKER_BIN" ] && break; sleep 5; done
   echo "== restarting the speakers with $RELEASE_SPEAKER_BIN"
   for pidfile in "$RUN_DIR"/speaker-node*.pid; do
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
