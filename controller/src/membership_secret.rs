@@ -14,10 +14,10 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::info;
 
-/// Name of the Secret; the speaker reads the same name (`ferrolb_speaker::liveness::SECRET_NAME`).
-pub const SECRET_NAME: &str = "ferrolb-memberlist";
-/// Key inside the Secret.
-pub const SECRET_KEY: &str = "secretkey";
+/// Name of the Secret and the key inside it, shared with the speaker.
+pub use ferrolb_crds::cluster::{
+    MEMBERSHIP_SECRET_KEY as SECRET_KEY, MEMBERSHIP_SECRET_NAME as SECRET_NAME,
+};
 /// Random bytes in a generated key (256 bits).
 const KEY_BYTES: usize = 32;
 

@@ -22,7 +22,7 @@ pub struct Options {
     #[arg(long, env = "POD_NAMESPACE", default_value = ferrolb_crds::v1beta1::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Name of MetalLB's legacy ConfigMap in `--namespace`.
-    #[arg(long, default_value = "config")]
+    #[arg(long, default_value = ferrolb_crds::cluster::LEGACY_CONFIG_MAP_NAME)]
     pub config_map: String,
     /// Only handle Services with this `spec.loadBalancerClass`; unset: only Services without one.
     #[arg(long)]

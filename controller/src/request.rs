@@ -40,22 +40,10 @@ pub enum RequestError {
 
 /// The Service's key (namespace/name).
 pub fn service_key(service: &Service) -> Result<ServiceKey, RequestError> {
-    match (&service.metadata.namespace, &service.metadata.name) {
-        (Some(namespace), Some(name)) => Ok(ServiceKey::new(namespace, name)),
-        _ => Err(RequestError::Unnamed),
-    }
+    ServiceKey::of(service).ok_or(RequestError::Unnamed)
 }
 
-/// Whether this controller handles the Service: `type: LoadBalancer` with the configured
-/// `loadBalancerClass` (none configured: only Services without a class, as MetalLB).
-pub fn is_handled(service: &Service, lb_class: Option<&str>) -> bool {
-    let Some(spec) = &service.spec else {
-        return false;
-    };
-    spec.type_.as_deref() == Some("LoadBalancer")
-        && spec.load_balancer_class.as_deref() == lb_class
-        && service.metadata.deletion_timestamp.is_none()
-}
+pub use ferrolb_crds::cluster::is_handled;
 
 /// The Service's annotations found only under MetalLB's deprecated `metallb.universe.tf/` prefix.
 pub fn deprecated_annotations(service: &Service) -> Vec<&'static str> {

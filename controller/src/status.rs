@@ -1,7 +1,5 @@
 //! Writes to Services: `status.loadBalancer.ingress` and the `ip-allocated-from-pool` annotation.
 
-use std::net::IpAddr;
-
 use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -13,22 +11,7 @@ use crate::allocator::{Assignment, ServiceKey};
 /// Field manager of the controller's writes.
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
 
-/// The addresses in the Service's `status.loadBalancer.ingress`, in order (unparsable entries,
-/// e.g. host names, are skipped).
-pub fn ingress_ips(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|status| status.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| {
-            ingress
-                .iter()
-                .filter_map(|entry| entry.ip.as_deref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use ferrolb_crds::cluster::ingress_ips;
 
 /// The pool our annotation names, if the Service carries it.
 pub fn allocated_pool(service: &Service) -> Option<&str> {

@@ -173,6 +173,28 @@ pub fn owner<'a>(
         .max_by_key(|node| (rendezvous_score(node.as_str(), ip), *node))
 }
 
+/// [`owner`] with a preference: the live, eligible node with the highest `preference` wins, and
+/// the rendezvous score breaks ties among the most preferred (MetalLB's `preferredNodeSelectors`:
+/// the preferred nodes win while one of them is live, and the others keep the minimal-movement
+/// properties among themselves). With a preference of 0 everywhere this is [`owner`].
+pub fn owner_preferring<'a>(
+    ip: IpAddr,
+    eligible: &'a BTreeSet<NodeName>,
+    live: &impl Liveness,
+    preference: impl Fn(&str) -> u32,
+) -> Option<&'a NodeName> {
+    eligible
+        .iter()
+        .filter(|node| live.is_live(node.as_str()))
+        .max_by_key(|node| {
+            (
+                preference(node.as_str()),
+                rendezvous_score(node.as_str(), ip),
+                *node,
+            )
+        })
+}
+
 /// Whether `local` announces `ip`, or why not. The reasons that depend on Kubernetes state
 /// (endpoints, advertisements, node labels) are decided by the caller before `eligible` is built.
 pub fn decide(
@@ -332,6 +354,34 @@ mod test {
             };
             assert_eq!(decide(ip, node.as_str(), &eligible, &AllLive), expected);
         }
+    }
+
+    #[test]
+    fn preference_wins_and_the_hash_breaks_ties() {
+        let eligible = nodes(&["a", "b", "c", "d"]);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let plain = owner(ip, &eligible, &AllLive).cloned();
+        assert_eq!(
+            owner_preferring(ip, &eligible, &AllLive, |_| 0).cloned(),
+            plain
+        );
+        // Only c is preferred: c wins whatever the hash says.
+        let c_only = |n: &str| u32::from(n == "c") * 50;
+        assert_eq!(
+            owner_preferring(ip, &eligible, &AllLive, c_only).map(NodeName::as_str),
+            Some("c")
+        );
+        // c is dead: the others fall back to the plain hash order among themselves.
+        let without_c: BTreeSet<NodeName> = nodes(&["a", "b", "d"]);
+        let live = |n: &str| n != "c";
+        assert_eq!(
+            owner_preferring(ip, &eligible, &live, c_only).cloned(),
+            owner(ip, &without_c, &AllLive).cloned()
+        );
+        // Two preferred nodes tie: the hash picks between them only.
+        let b_and_d = |n: &str| if n == "b" || n == "d" { 10 } else { 0 };
+        let winner = owner_preferring(ip, &eligible, &AllLive, b_and_d).cloned();
+        assert_eq!(winner, owner(ip, &nodes(&["b", "d"]), &AllLive).cloned());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::run::Readiness;
+use crate::daemon::Readiness;
 
 #[derive(Clone)]
 struct AppState {
@@ -19,12 +19,12 @@ struct AppState {
     readiness: Readiness,
 }
 
-/// Serves until `shutdown` turns true.
+/// Serves until `cancel`.
 pub async fn serve(
     addr: SocketAddr,
     registry: Registry,
     readiness: Readiness,
-    mut shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let state = AppState {
         registry: Arc::new(registry),
@@ -37,9 +37,7 @@ pub async fn serve(
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            crate::shutdown::stopped(&mut shutdown).await;
-        })
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }
 

@@ -2,7 +2,7 @@
 //! runs, or "every node" (MetalLB without memberlist) when membership is off or has no key yet.
 //!
 //! The key comes from the mounted file or, if there is none, from the Secret
-//! `ferrolb-memberlist` (key `secretkey`), polled until it exists. A fresh member only knows
+//! [`MEMBERSHIP_SECRET_NAME`] (key [`MEMBERSHIP_SECRET_KEY`]), polled until it exists. A fresh member only knows
 //! itself, so its live set is used once it has met another member or after
 //! [`SOLO_GRACE`] (a single-node cluster): until then every node counts as live, which is what
 //! the other speakers assume too.
@@ -13,16 +13,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrolb_crds::cluster::{MEMBERSHIP_SECRET_KEY, MEMBERSHIP_SECRET_NAME};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::membership::{LiveSet, Membership, MembershipConfig, Timers};
 
-/// The Secret holding the membership key, and its key.
-pub const SECRET_NAME: &str = "ferrolb-memberlist";
-pub const SECRET_KEY: &str = "secretkey";
+const SECRET_NAME: &str = MEMBERSHIP_SECRET_NAME;
+const SECRET_KEY: &str = MEMBERSHIP_SECRET_KEY;
 /// How long a member that met nobody waits before trusting its own (single-member) view.
 pub const SOLO_GRACE: Duration = Duration::from_secs(3);
 const SECRET_POLL: Duration = Duration::from_secs(2);
@@ -36,6 +38,7 @@ pub struct MembershipSettings {
     pub host_ip: Option<IpAddr>,
     pub secret_file: PathBuf,
     pub namespace: String,
+    pub timers: Timers,
 }
 
 /// The liveness source shared by the reconcile loop and the shutdown path.
@@ -45,6 +48,8 @@ pub struct Liveness {
     pub live: watch::Receiver<Option<LiveSet>>,
     /// Kept so that `live` never reports a closed channel.
     _live_tx: Arc<watch::Sender<Option<LiveSet>>>,
+    /// Bumped each time the others declared this speaker down and it rejoined.
+    rejoins: Arc<watch::Sender<u64>>,
     seeds: watch::Sender<Vec<SocketAddr>>,
     handle: Arc<Mutex<Option<Membership>>>,
     port: u16,
@@ -58,25 +63,38 @@ impl Liveness {
         Liveness {
             live,
             _live_tx: Arc::new(live_tx),
+            rejoins: Arc::new(watch::channel(0).0),
             seeds,
             handle: Arc::new(Mutex::new(None)),
             port: 0,
         }
     }
 
-    /// Starts the membership in the background (as soon as a key is found).
-    pub fn start(client: Client, settings: MembershipSettings) -> Liveness {
+    /// Starts the membership on `tracker` (as soon as a key is found), until `cancel`.
+    pub fn start(
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+        client: Client,
+        settings: MembershipSettings,
+    ) -> Liveness {
         let (live_tx, live) = watch::channel(None);
         let live_tx = Arc::new(live_tx);
         let task_live_tx = Arc::clone(&live_tx);
+        let rejoins = Arc::new(watch::channel(0u64).0);
+        let task_rejoins = Arc::clone(&rejoins);
+        let cancel = cancel.clone();
         let (seeds, mut seed_rx) = watch::channel(Vec::new());
         let handle: Arc<Mutex<Option<Membership>>> = Arc::new(Mutex::new(None));
         let port = settings.bind.port();
         let slot = Arc::clone(&handle);
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let mut told = false;
             let secret = loop {
-                match load_secret(&client, &settings).await {
+                let loaded = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    loaded = load_secret(&client, &settings) => loaded,
+                };
+                match loaded {
                     Some(secret) => break secret,
                     None => {
                         if !told {
@@ -99,7 +117,7 @@ impl Liveness {
                 bind: settings.bind,
                 advertise,
                 secret,
-                timers: Timers::default(),
+                timers: settings.timers.clone(),
             };
             let (membership, mut members) = match Membership::start(config).await {
                 Ok(started) => started,
@@ -108,11 +126,14 @@ impl Liveness {
                     return;
                 }
             };
-            info!(bind = %settings.bind, %advertise, "membership started");
+            info!(bind = %settings.bind, %advertise, timers = ?settings.timers, "membership started");
             membership.set_seeds(seed_rx.borrow_and_update().clone());
+            let mut rejoined = membership.rejoins();
             *slot.lock().await = Some(membership);
             let started = tokio::time::Instant::now();
             let mut trusted = false;
+            // Runs until the membership stops: `leave` (on shutdown) takes it out of `slot`
+            // and stops it, which closes `members`.
             loop {
                 let current: LiveSet = members.borrow_and_update().clone();
                 trusted |= current.len() > 1;
@@ -121,6 +142,10 @@ impl Liveness {
                 }
                 tokio::select! {
                     changed = members.changed() => if changed.is_err() { break },
+                    changed = rejoined.changed() => {
+                        if changed.is_err() { break }
+                        task_rejoins.send_modify(|n| *n += 1);
+                    }
                     changed = seed_rx.changed() => {
                         if changed.is_err() { break }
                         let seeds = seed_rx.borrow_and_update().clone();
@@ -137,6 +162,7 @@ impl Liveness {
         Liveness {
             live,
             _live_tx: live_tx,
+            rejoins,
             seeds,
             handle,
             port,
@@ -157,6 +183,11 @@ impl Liveness {
                 true
             }
         });
+    }
+
+    /// Bumped each time the others declared this speaker down and it rejoined.
+    pub fn rejoins(&self) -> watch::Receiver<u64> {
+        self.rejoins.subscribe()
     }
 
     /// The live node names, or `None` when every node counts as live.

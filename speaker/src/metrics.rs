@@ -34,6 +34,12 @@ pub struct Metrics {
     pub membership_size: Gauge,
     /// Configuration rebuilds rejected as invalid (the last valid one stays in force).
     pub config_invalid: Counter,
+    /// Times every owned IP was announced again unasked (a stall, a rejoin, a speaker joined).
+    pub reasserts: Counter,
+    /// Status syncs that failed (the API server away, slow or refusing); retried with back-off.
+    pub status_write_failures: Counter,
+    /// Events dropped because the event queue was full (the API server away for long).
+    pub status_events_dropped: Counter,
 }
 
 impl Metrics {
@@ -70,6 +76,21 @@ impl Metrics {
             "membership_size",
             "Live speakers",
             metrics.membership_size.clone(),
+        );
+        registry.register(
+            "layer2_reasserts",
+            "Times every owned IP was announced again unasked (stall, rejoin, a speaker joined)",
+            metrics.reasserts.clone(),
+        );
+        registry.register(
+            "status_write_failures",
+            "Status syncs that failed and were retried",
+            metrics.status_write_failures.clone(),
+        );
+        registry.register(
+            "status_events_dropped",
+            "Events dropped while the event queue was full",
+            metrics.status_events_dropped.clone(),
         );
         registry.register(
             "config_invalid",

@@ -30,7 +30,6 @@ mod proptests;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -46,27 +45,8 @@ use quarantine::Quarantine;
 /// How many released addresses `Allocator::new` keeps out of fresh allocation.
 pub const DEFAULT_RELEASE_QUARANTINE: usize = 1024;
 
-/// A Service, by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ServiceKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ServiceKey {
-        ServiceKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+/// A Service, by namespace and name (defined once for both binaries).
+pub use ferrolb_crds::cluster::ServiceKey;
 
 /// Which address families a Service gets (`spec.ipFamilyPolicy` with the ClusterIP families).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

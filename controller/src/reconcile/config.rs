@@ -12,7 +12,6 @@ use std::time::Duration;
 use ferrolb_crds::config::{
     AddressEntry, ClusterResources, Config, ConfigError, FieldPath, ObjectId, Reason,
 };
-use ferrolb_crds::legacy;
 use ferrolb_crds::v1beta1::{
     BFDProfile, BGPAdvertisement, BGPPeer, CONDITION_CONFIG_VALID, Community, IPAddressPool,
     L2Advertisement,
@@ -161,8 +160,7 @@ impl ConfigStores {
     pub fn resources(&self) -> (ClusterResources, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let legacy = self.config_maps.state().first().and_then(|config_map| {
-            let value = serde_json::to_value(config_map.as_ref()).ok()?;
-            match legacy::from_config_map_value(&value) {
+            match ferrolb_crds::cluster::legacy_config_map(config_map) {
                 Ok(parsed) => Some(parsed),
                 Err(error) => {
                     errors.push(ConfigError {

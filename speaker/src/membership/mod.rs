@@ -191,6 +191,7 @@ pub struct Membership {
     commands: mpsc::UnboundedSender<Command>,
     counters: Arc<transport::Counters>,
     live: watch::Receiver<LiveSet>,
+    rejoins: watch::Receiver<u64>,
     identity: SpeakerId,
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -239,18 +240,21 @@ impl Membership {
         let (live_tx, live_rx) = watch::channel(LiveSet::from([cfg.node.clone()]));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(transport::Counters::default());
+        let (rejoins_tx, rejoins) = watch::channel(0);
         let task = tokio::spawn(transport::run(transport::Task::new(
             identity.clone(),
             &cfg,
             socket,
             command_rx,
             live_tx,
+            rejoins_tx,
             counters.clone(),
         )));
         let handle = Membership {
             commands,
             counters,
             live: live_rx.clone(),
+            rejoins,
             identity,
             local_addr,
             task,
@@ -285,6 +289,12 @@ impl Membership {
         let mut stats = self.counters.snapshot();
         stats.members = self.live.borrow().len();
         stats
+    }
+
+    /// Counts the times the others declared us down and we rejoined (under a renewed
+    /// identity): each time, what we announce may have been taken over meanwhile.
+    pub fn rejoins(&self) -> watch::Receiver<u64> {
+        self.rejoins.clone()
     }
 
     /// Our identity on the protocol.

@@ -157,6 +157,8 @@ pub(super) struct Task {
     announce_period: Duration,
     commands: mpsc::UnboundedReceiver<Command>,
     live: watch::Sender<LiveSet>,
+    /// Bumped each time the others declared us down and we rejoined under a new identity.
+    rejoins: watch::Sender<u64>,
     counters: Arc<Counters>,
     send_buf: Vec<u8>,
 }
@@ -168,6 +170,7 @@ impl Task {
         socket: UdpSocket,
         commands: mpsc::UnboundedReceiver<Command>,
         live: watch::Sender<LiveSet>,
+        rejoins: watch::Sender<u64>,
         counters: Arc<Counters>,
     ) -> Self {
         // Randomness only spreads probes; it need not be secret. The nonce only has to differ
@@ -195,6 +198,7 @@ impl Task {
             announce_period: cfg.timers.announce_period,
             commands,
             live,
+            rejoins,
             counters,
             send_buf: Vec::with_capacity(HEADER_LEN + MAX_PAYLOAD + TAG_LEN),
         }
@@ -291,6 +295,7 @@ impl Task {
                         "membership: we were declared down; rejoined"
                     );
                     self.identity = id;
+                    self.rejoins.send_modify(|n| *n += 1);
                 }
                 OwnedNotification::Defunct => {
                     tracing::debug!("membership: declared down");

@@ -1,14 +1,21 @@
 //! The host's interfaces (in the speaker's network namespace) and which of them announce an IP.
 //!
 //! [`scan`] reads them with `getifaddrs` (per namespace, unlike `/sys` which shows the namespace
-//! sysfs was mounted in); [`select_for`] is the pure rule: the advertisement's interfaces if it
-//! names some, else the usable interfaces with an address in the IP's subnet, else every usable
-//! interface. Loopback is never used.
+//! sysfs was mounted in), through `nix`'s safe wrapper; [`Changes`] is an rtnetlink subscription
+//! to link and address events, so a change is seen at once rather than at the next periodic
+//! rescan. [`select_for`] is the pure rule: the advertisement's interfaces if it names some, else
+//! the usable interfaces with an address in the IP's subnet, else every usable interface.
+//! Loopback is never used.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CStr;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
+use nix::ifaddrs::getifaddrs;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::SockaddrStorage;
 
 use crate::layer2::Interfaces;
 
@@ -84,43 +91,25 @@ pub fn select_for(ip: IpAddr, on: &Interfaces, host: &[HostIface]) -> BTreeSet<S
 /// Reads the interfaces of the current network namespace.
 pub fn scan() -> io::Result<Vec<HostIface>> {
     let mut by_name: BTreeMap<String, HostIface> = BTreeMap::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `head` is a valid out-pointer; on success the list is freed below.
-    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut cursor = head;
-    while !cursor.is_null() {
-        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        if entry.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: `ifa_name` is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(entry.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        let flags = entry.ifa_flags;
+    for entry in getifaddrs().map_err(io::Error::from)? {
+        let name = entry.interface_name.clone();
         let iface = by_name.entry(name.clone()).or_insert_with(|| HostIface {
-            name: name.clone(),
+            name,
             ..HostIface::default()
         });
-        iface.up = flags & libc::IFF_UP as u32 != 0;
-        iface.loopback = flags & libc::IFF_LOOPBACK as u32 != 0;
-        iface.enslaved |= flags & libc::IFF_SLAVE as u32 != 0;
-        // SAFETY: address pointers are null or point to a sockaddr of the family they state.
-        if let (Some(ip), Some(mask)) =
-            unsafe { (sockaddr_ip(entry.ifa_addr), sockaddr_ip(entry.ifa_netmask)) }
-        {
+        iface.up = entry.flags.contains(InterfaceFlags::IFF_UP);
+        iface.loopback = entry.flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        iface.enslaved |= entry.flags.contains(InterfaceFlags::IFF_SLAVE);
+        if let (Some(ip), Some(mask)) = (
+            entry.address.as_ref().and_then(sockaddr_ip),
+            entry.netmask.as_ref().and_then(sockaddr_ip),
+        ) {
             iface.addresses.insert(IfaceAddr {
                 ip,
                 prefix_len: prefix_len(mask),
             });
         }
     }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
     for iface in by_name.values_mut() {
         // A bridge port has a `master` link; sysfs is remounted per namespace by `ip netns exec`
         // and by the container runtime, and a missing entry simply means "not enslaved".
@@ -131,26 +120,40 @@ pub fn scan() -> io::Result<Vec<HostIface>> {
     Ok(by_name.into_values().collect())
 }
 
-/// # Safety
-/// `addr` must be null or point to a valid `sockaddr` whose `sa_family` tells its real type.
-unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
-    if addr.is_null() {
-        return None;
+fn sockaddr_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
     }
-    // SAFETY: non-null and valid per the contract.
-    let family = i32::from(unsafe { (*addr).sa_family });
-    match family {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let v4 = unsafe { &*addr.cast::<libc::sockaddr_in>() };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let v6 = unsafe { &*addr.cast::<libc::sockaddr_in6>() };
-            Some(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)))
-        }
-        _ => None,
+    addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+}
+
+/// rtnetlink multicast groups: link changes and IPv4/IPv6 address changes.
+const RTNLGRP_MASK: u32 =
+    (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+
+/// A subscription to the kernel's link and address events in this network namespace. The
+/// messages themselves are not parsed: any event means "scan again", which is cheap.
+pub struct Changes {
+    socket: TokioSocket,
+    buf: Vec<u8>,
+}
+
+impl Changes {
+    pub fn subscribe() -> io::Result<Changes> {
+        let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+        socket
+            .socket_mut()
+            .bind(&NetlinkAddr::new(0, RTNLGRP_MASK))?;
+        Ok(Changes {
+            socket,
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    /// Waits for the next link or address event.
+    pub async fn next(&mut self) -> io::Result<()> {
+        self.buf.clear();
+        self.socket.recv(&mut self.buf).await.map(|_| ())
     }
 }
 
@@ -247,6 +250,50 @@ mod tests {
         assert!(b.same_subnet("2001:db8:2::11".parse().unwrap()));
         assert!(!b.same_subnet("2001:db8:2::12".parse().unwrap()));
         assert_eq!(prefix_len("255.255.255.0".parse().unwrap()), 24);
+    }
+
+    /// In a network namespace of its own (this thread only), so the host is never touched.
+    #[test]
+    fn changes_report_an_address_at_once() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "needs root (a network namespace) and CI is set"
+            );
+            eprintln!("SKIPPED changes_report_an_address_at_once: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread, which owns no other resources yet.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut changes = Changes::subscribe().unwrap();
+                let status = std::process::Command::new("ip")
+                    .args(["addr", "add", "192.0.2.77/32", "dev", "lo"])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                tokio::time::timeout(std::time::Duration::from_secs(5), changes.next())
+                    .await
+                    .expect("no rtnetlink event for the new address")
+                    .unwrap();
+                let host = scan().unwrap();
+                let lo = host.iter().find(|i| i.loopback).unwrap();
+                assert!(
+                    lo.addresses
+                        .iter()
+                        .any(|a| a.ip.to_string() == "192.0.2.77" && a.prefix_len == 32),
+                    "{lo:?}"
+                );
+            });
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The layer2 I/O: one ARP and one NS [`PacketSocket`] per interface in use, each with a task that
-//! answers from the shared [`Responder`], and one task per gratuitous burst.
+//! The layer2 announcer: one ARP and one NS [`PacketSocket`] per interface in use, each with a
+//! task that answers from the shared [`Responder`], and one task per gratuitous burst. It keeps
+//! what it announces, diffs it against what it is asked for ([`diff`]) and applies the changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::announce::{Announced, Change};
+use crate::layer2::diff::{self, Announced, Change};
 use crate::layer2::{
     AnnounceTable, Burst, GratuitousSchedule, IfaceInfo, Interfaces, Listen, PacketSocket,
     Responder, Step, announcement_frames, lookup_iface,
@@ -38,7 +39,9 @@ impl Drop for IfaceSockets {
 }
 
 /// The running layer2 announcer.
-pub struct Layer2 {
+pub struct Layer2Announcer {
+    /// What is announced now: IP → interfaces.
+    announced: Announced,
     responder: Arc<RwLock<Responder>>,
     ifaces: BTreeMap<String, IfaceSockets>,
     bursts: BTreeMap<(IpAddr, String), JoinHandle<()>>,
@@ -46,9 +49,47 @@ pub struct Layer2 {
     schedule: GratuitousSchedule,
 }
 
-impl Layer2 {
-    pub fn new(metrics: Metrics) -> Layer2 {
-        Layer2 {
+impl crate::announcer::Announcer for Layer2Announcer {
+    type Desired = Announced;
+    type Change = Change;
+
+    fn mode(&self) -> &'static str {
+        "layer2"
+    }
+
+    fn converge(&mut self, desired: &Announced) -> Vec<Change> {
+        let changes = diff::diff(&self.announced, desired);
+        if !changes.is_empty() {
+            diff::apply(&mut self.announced, &changes);
+            let announced = self.announced.clone();
+            self.apply(&announced, &changes);
+        }
+        changes
+    }
+
+    fn reassert(&mut self) {
+        let changes = diff::refresh(&self.announced);
+        if !changes.is_empty() {
+            info!(
+                ips = changes.len(),
+                "announcing every owned IP again (gratuitous burst)"
+            );
+            self.metrics.reasserts.inc();
+            let announced = self.announced.clone();
+            self.apply(&announced, &changes);
+        }
+    }
+
+    fn withdraw_all(&mut self) {
+        self.announced.clear();
+        self.stop();
+    }
+}
+
+impl Layer2Announcer {
+    pub fn new(metrics: Metrics) -> Layer2Announcer {
+        Layer2Announcer {
+            announced: Announced::new(),
             responder: Arc::new(RwLock::new(Responder::default())),
             ifaces: BTreeMap::new(),
             bursts: BTreeMap::new(),
@@ -57,9 +98,14 @@ impl Layer2 {
         }
     }
 
+    /// What is announced now.
+    pub fn announced(&self) -> &Announced {
+        &self.announced
+    }
+
     /// Makes the responder serve `announced` (the state after `changes`), opening and closing
     /// sockets as needed, and sends the gratuitous bursts the changes ask for.
-    pub fn apply(&mut self, announced: &Announced, changes: &[Change]) {
+    fn apply(&mut self, announced: &Announced, changes: &[Change]) {
         let wanted: BTreeSet<&String> = announced.values().flatten().collect();
         let stale: Vec<String> = self
             .ifaces
@@ -137,7 +183,7 @@ impl Layer2 {
     }
 
     /// Stops answering and closes every socket.
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         for (_, task) in std::mem::take(&mut self.bursts) {
             task.abort();
         }
@@ -225,7 +271,7 @@ impl Layer2 {
     }
 }
 
-impl Drop for Layer2 {
+impl Drop for Layer2Announcer {
     fn drop(&mut self) {
         for task in self.bursts.values() {
             task.abort();

@@ -1,4 +1,4 @@
-//! From the desired announcements to what changes: pure diffing, so that "gratuitous only on
+//! Layer2: from the desired announcements to what changes. Pure, so that "gratuitous only on
 //! takeover" and "withdraw what is no longer ours" are unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
