@@ -1,8 +1,7 @@
-//! `ferrolb-controller`: wiring only (flags, logging, client, signals, `run`).
+//! `ferrolb-controller`: wiring only (flags, logging, client, the stop signal, `run`).
 
 use clap::Parser;
 use ferrolb_controller::{LogFormat, Options, run};
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -16,24 +15,7 @@ async fn main() -> anyhow::Result<()> {
             .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
-    let client = kube::Client::try_default().await?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        signal.cancel();
-    });
-    run(client, options, shutdown).await
+    let clients = ferrolb_crds::runtime::api_clients().await?;
+    let shutdown = ferrolb_crds::runtime::cancel_on_signal()?;
+    run(clients.watch, options, shutdown).await
 }

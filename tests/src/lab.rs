@@ -246,9 +246,15 @@ impl Lab {
         let dir = self.kubeconfig_dir();
         let controller = dir.join("controller.kubeconfig");
         let speaker = dir.join("speaker.kubeconfig");
+        let mut speaker_pods = BTreeMap::new();
         block_on_own_thread(async {
             for node in &nodes {
                 control_plane.register_node(node).await?;
+                let pod = speaker_pod_name(&node.name);
+                let uid = control_plane
+                    .register_pod(FERROLB_NAMESPACE, &pod, &node.name, SPEAKER_SERVICE_ACCOUNT)
+                    .await?;
+                speaker_pods.insert(node.name.clone(), (pod, uid));
             }
             control_plane
                 .mint_service_account_kubeconfig(
@@ -272,6 +278,7 @@ impl Lab {
                 .into_iter()
                 .map(|node| (node.name, speaker.clone()))
                 .collect(),
+            speaker_pods,
         })
     }
 
@@ -285,7 +292,9 @@ impl Lab {
     }
 
     /// Starts the FerroLB controller (in `cp`) and one speaker per node, each with `KUBECONFIG`,
-    /// `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE` (speakers also `HOST_IP`) and `RUST_LOG=info` (output in `controller.log` / `speaker-<node>.log`), if the
+    /// `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE` (speakers also `POD_UID` of the Pod object the
+    /// lab registers, and `HOST_IP`) and `RUST_LOG=info` (output in `controller.log` /
+    /// `speaker-<node>.log`), if the
     /// binaries are real implementations (see [`real_binary`]). Already running ones are left
     /// alone. Returns what was (or was not) started, for the log.
     pub fn start_ferrolb(&self, kubeconfigs: &FerrolbKubeconfigs) -> anyhow::Result<Vec<String>> {
@@ -330,10 +339,13 @@ impl Lab {
                     env.insert("KUBECONFIG".to_string(), kubeconfig.display().to_string());
                     env.insert("NODE_NAME".to_string(), node.name.clone());
                     // As the DaemonSet's downward API sets them (config/speaker/daemonset.yaml).
-                    env.insert(
-                        "POD_NAME".to_string(),
-                        format!("ferrolb-speaker-{}", node.name),
-                    );
+                    let (pod, uid) = kubeconfigs
+                        .speaker_pods
+                        .get(&node.name)
+                        .cloned()
+                        .unwrap_or_else(|| (speaker_pod_name(&node.name), String::new()));
+                    env.insert("POD_NAME".to_string(), pod);
+                    env.insert("POD_UID".to_string(), uid);
                     env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
                     env.insert("HOST_IP".to_string(), node.ipv4.to_string());
                     env.insert("RUST_LOG".to_string(), "info".to_string());
@@ -363,6 +375,13 @@ pub struct FerrolbKubeconfigs {
     pub controller: PathBuf,
     /// Per node name (`node1` ...).
     pub speakers: BTreeMap<String, PathBuf>,
+    /// Per node name: the speaker's Pod object (name, uid), as the DaemonSet would make it.
+    pub speaker_pods: BTreeMap<String, (String, String)>,
+}
+
+/// The name of the Pod object the lab registers for the speaker on `node`.
+pub fn speaker_pod_name(node: &str) -> String {
+    format!("ferrolb-speaker-{node}")
 }
 
 /// `path` if it is a real implementation: it exists and `--version` succeeds within 5 s. The

@@ -25,6 +25,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::allocator::{Allocator, ServiceKey};
@@ -230,7 +231,9 @@ pub async fn run(
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
     });
-    let http_task = tokio::spawn(http::serve(
+    // Every task of the process runs on this tracker and stops on `shutdown`.
+    let tasks = TaskTracker::new();
+    tasks.spawn(http::serve(
         options.metrics_addr,
         health.clone(),
         shutdown.clone(),
@@ -272,7 +275,8 @@ pub async fn run(
     drop(is_leader);
     let _ = tokio::time::timeout(Duration::from_secs(5), leadership.task).await;
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     outcome
 }
 

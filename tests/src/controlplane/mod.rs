@@ -591,6 +591,43 @@ impl ControlPlane {
     }
 
     /// Creates (or updates) a Node and marks it Ready with its addresses, as a kubelet would.
+    /// Creates (or keeps) the Pod object a DaemonSet would have made for `pod` on `node`, so a
+    /// process started by the lab has a real owner for what it creates (its status objects'
+    /// ownerReferences). No kubelet runs it: it stays Pending. Returns its UID.
+    pub async fn register_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        node: &str,
+        service_account: &str,
+    ) -> anyhow::Result<String> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client().await?, namespace);
+        let object: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": pod, "labels": { "app.kubernetes.io/component": "speaker" } },
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": service_account,
+                "automountServiceAccountToken": false,
+                "containers": [{ "name": "speaker", "image": "ferrolb-speaker:lab" }],
+            },
+        }))?;
+        let applied = pods
+            .patch(
+                pod,
+                &PatchParams::apply("ferrolb-lab").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("creating Pod {namespace}/{pod}"))?;
+        applied
+            .metadata
+            .uid
+            .with_context(|| format!("Pod {namespace}/{pod} has no uid"))
+    }
+
     pub async fn register_node(&self, spec: &NodeSpec) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client().await?);
         let mut labels = spec.labels.clone();
