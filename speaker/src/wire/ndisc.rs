@@ -2,8 +2,10 @@
 //! messages a layer2 speaker needs. Added to the same [`Icmpv6Packet`] view as accessors.
 //!
 //! Options (RFC 4861 §4.6): a zero-length option is an error (it would also loop forever), an
-//! option running past the end is an error, unknown options and link-layer options of a length
-//! other than Ethernet's 8 bytes are skipped, and a missing link-layer option is just `None`.
+//! option running past the end is an error, the wanted link-layer option with a length other
+//! than Ethernet's 8 bytes is an error (Linux drops such an NS: "invalid link-layer address
+//! length"; answering it would mean guessing the sender's MAC), unknown options are skipped, and
+//! a missing link-layer option is just `None`.
 
 use std::net::Ipv6Addr;
 
@@ -208,8 +210,13 @@ fn find_lladdr(mut options: &[u8], wanted: u8) -> Result<Option<Mac>> {
         if len == 0 || len > options.len() {
             return Err(Error);
         }
-        if opt_type == wanted && len == LLADDR_OPTION_LEN && found.is_none() {
-            found = Mac::from_bytes(&options[2..LLADDR_OPTION_LEN]);
+        if opt_type == wanted {
+            if len != LLADDR_OPTION_LEN {
+                return Err(Error);
+            }
+            if found.is_none() {
+                found = Mac::from_bytes(&options[2..LLADDR_OPTION_LEN]);
+            }
         }
         options = &options[len..];
     }
@@ -366,6 +373,17 @@ mod test {
         bytes[25] = 2; // announces 16 bytes, 8 present
         assert_eq!(parse_fixed(bytes.clone()), Err(Error));
         bytes.truncate(25); // a lone type byte
+        assert_eq!(parse_fixed(bytes), Err(Error));
+    }
+
+    #[test]
+    fn a_source_lladdr_of_the_wrong_length_is_an_error() {
+        // A 16-byte SLLA (length 2): Linux drops the NS ("invalid link-layer address length"),
+        // so do we, rather than answering the frame's source MAC (found by comparing with
+        // smoltcp and pnet_packet, docs/decisions.md).
+        let mut bytes = NS_BYTES.to_vec();
+        bytes[25] = 2;
+        bytes.extend_from_slice(&[0; 8]);
         assert_eq!(parse_fixed(bytes), Err(Error));
     }
 
