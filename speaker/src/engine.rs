@@ -86,22 +86,12 @@ mod tests {
 
     use super::*;
     use crate::eligibility::tests::{l2_ads, service, view_with};
-    use crate::layer2::interfaces::IfaceAddr;
+    use crate::layer2::interfaces::tests::iface;
 
     const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
     fn host() -> Vec<HostIface> {
-        vec![HostIface {
-            name: "eth0".into(),
-            up: true,
-            loopback: false,
-            enslaved: false,
-            addresses: [IfaceAddr {
-                ip: "192.0.2.11".parse().unwrap(),
-                prefix_len: 24,
-            }]
-            .into(),
-        }]
+        vec![iface("eth0", &[("192.0.2.11", 24)])]
     }
 
     /// The cluster as every speaker sees it at one step of a replay.

@@ -167,10 +167,11 @@ fn prefix_len(mask: IpAddr) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn iface(name: &str, addrs: &[(&str, u8)]) -> HostIface {
+    /// An up interface with these addresses (loopback if named `lo`).
+    pub(crate) fn iface(name: &str, addrs: &[(&str, u8)]) -> HostIface {
         HostIface {
             name: name.into(),
             up: true,

@@ -256,22 +256,9 @@ mod tests {
     use super::*;
     use crate::election::AllLive;
     use crate::eligibility::tests::{l2_ads, service, view_with};
-    use crate::layer2::interfaces::IfaceAddr;
+    use crate::layer2::interfaces::tests::iface;
 
     fn host() -> Vec<HostIface> {
-        let iface = |name: &str, addrs: &[(&str, u8)]| HostIface {
-            name: name.into(),
-            up: true,
-            loopback: false,
-            enslaved: false,
-            addresses: addrs
-                .iter()
-                .map(|(ip, len)| IfaceAddr {
-                    ip: ip.parse().unwrap(),
-                    prefix_len: *len,
-                })
-                .collect(),
-        };
         vec![
             iface("eth0", &[("192.0.2.11", 24), ("2001:db8:2::11", 64)]),
             iface("eth1", &[("198.51.100.11", 24)]),
