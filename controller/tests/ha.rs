@@ -3,8 +3,19 @@
 //! * A restarted controller keeps every address (100 Services), even when a new Service was
 //!   created while it was down (restore runs before any new assignment).
 //! * Two `ferrolb-controller` processes, with the ServiceAccount and RBAC of
-//!   `config/rbac/controller.yaml`: killing the leader hands over to the standby within the
-//!   Lease duration, and the new leader serves new Services.
+//!   `config/rbac/controller.yaml`: after the leader is killed the standby takes the Lease, but
+//!   only once the dead leader's Lease has expired, and the new leader serves new Services.
+//! * A controller whose Lease is taken stops writing, and serves again once it leads again.
+//!
+//! These tests assert behaviour; their deadlines are hang guards. The failover time is a
+//! benchmark, `failover_time_after_sigkill` (ignored by default, prints the numbers recorded in
+//! docs/benchmarks.md):
+//!
+//! ```text
+//! cargo test -p ferrolb-controller --test ha -- --ignored --nocapture
+//! ```
+//!
+//! `FERROLB_BENCH_FAILOVER_ROUNDS` overrides its 10 kills.
 
 mod common;
 
@@ -15,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ferrolb_controller::{Options, run};
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -39,27 +51,34 @@ fn restart_and_failover() {
         apply_pool(&client, "bulk", json!({"addresses": ["198.51.100.0/25"]})).await;
         restart_keeps_every_ip(&client).await;
         lost_lease_stops_writes(&client).await;
-        // The processes run with the shipped RBAC (config/rbac/controller.yaml), not as admin.
-        control_plane
-            .kubectl_output([
-                "apply",
-                "-f",
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../config/rbac/controller.yaml"
-                ),
-            ])
-            .expect("apply controller RBAC");
-        let kubeconfig = control_plane
-            .mint_service_account_kubeconfig(
-                CONFIG_NAMESPACE,
-                "ferrolb-controller",
-                &control_plane.run_dir.join("controller.kubeconfig"),
-            )
-            .await
-            .expect("service account kubeconfig");
+        let kubeconfig = controller_kubeconfig(&control_plane).await;
         failover(&client, &kubeconfig, &control_plane.run_dir).await;
     });
+}
+
+/// The processes run with the shipped RBAC (config/rbac/controller.yaml), not as admin: applies
+/// it and returns a kubeconfig of the controller's ServiceAccount.
+async fn controller_kubeconfig(
+    control_plane: &ferrolb_tests::controlplane::ControlPlane,
+) -> std::path::PathBuf {
+    control_plane
+        .kubectl_output([
+            "apply",
+            "-f",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../config/rbac/controller.yaml"
+            ),
+        ])
+        .expect("apply controller RBAC");
+    control_plane
+        .mint_service_account_kubeconfig(
+            CONFIG_NAMESPACE,
+            "ferrolb-controller",
+            &control_plane.run_dir.join("controller.kubeconfig"),
+        )
+        .await
+        .expect("service account kubeconfig")
 }
 
 fn options(identity: &str, lease: &str) -> (Options, std::net::SocketAddr) {
@@ -216,14 +235,36 @@ fn spawn_controller(
         .expect("spawn ferrolb-controller")
 }
 
-async fn holder(client: &Client) -> Option<String> {
+async fn lease_spec(client: &Client) -> Option<LeaseSpec> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), CONFIG_NAMESPACE);
-    leases
-        .get("failover-lease")
-        .await
-        .ok()?
-        .spec?
-        .holder_identity
+    leases.get("failover-lease").await.ok()?.spec
+}
+
+async fn holder(client: &Client) -> Option<String> {
+    lease_spec(client).await?.holder_identity
+}
+
+/// When the Lease held by the (now dead) holder stops being valid: its last renewal plus its
+/// duration, as the Lease says.
+async fn lease_expiry(client: &Client) -> Timestamp {
+    let spec = lease_spec(client).await.expect("the Lease");
+    let renewed = spec.renew_time.expect("a held Lease has a renewTime").0;
+    let seconds = spec
+        .lease_duration_seconds
+        .expect("a held Lease has a duration");
+    renewed + SignedDuration::from_secs(seconds.into())
+}
+
+/// SIGKILLs the child named `identity` (the Lease is not released).
+fn kill(children: &mut Children, identity: &str) {
+    let at = children
+        .0
+        .iter()
+        .position(|(id, _)| id == identity)
+        .expect("leader child");
+    let (_, mut killed) = children.0.remove(at);
+    killed.kill().expect("kill leader");
+    let _ = killed.wait();
 }
 
 async fn failover(client: &Client, kubeconfig: &std::path::Path, dir: &std::path::Path) {
@@ -249,57 +290,54 @@ async fn failover(client: &Client, kubeconfig: &std::path::Path, dir: &std::path
     create_service(client, "failover", "before", json!({})).await;
     let before = wait_for_ips(client, "failover", "before", 1).await;
 
-    let (leader_metrics, standby_metrics) = if leader == "ctl-a" {
-        (metrics_a, metrics_b)
+    let (standby, leader_metrics, standby_metrics) = if leader == "ctl-a" {
+        ("ctl-b", metrics_a, metrics_b)
     } else {
-        (metrics_b, metrics_a)
+        ("ctl-a", metrics_b, metrics_a)
     };
-    let (_, text) = eventually("leader metrics", Duration::from_secs(10), || {
+    let (_, text) = eventually("leader metrics", Duration::from_secs(30), || {
         http_get(leader_metrics, "/metrics")
     })
     .await;
     assert!(text.contains("ferrolb_leader 1"), "{text}");
-    let (_, text) = eventually("standby metrics", Duration::from_secs(10), || {
+    let (_, text) = eventually("standby metrics", Duration::from_secs(30), || {
         http_get(standby_metrics, "/metrics")
     })
     .await;
     assert!(text.contains("ferrolb_leader 0"), "{text}");
 
     // SIGKILL: the Lease is not released, the standby must wait for it to expire.
-    let at = children
-        .0
-        .iter()
-        .position(|(id, _)| *id == leader)
-        .expect("leader child");
-    let (_, mut killed) = children.0.remove(at);
-    killed.kill().expect("kill leader");
-    let _ = killed.wait();
-    let killed_at = Instant::now();
+    kill(&mut children, &leader);
+    let expiry = lease_expiry(client).await;
     create_service(client, "failover", "after", json!({})).await;
-    let new_leader = eventually(
+    let taken = eventually(
         "the standby to take the Lease",
-        Duration::from_secs(30),
-        || async { holder(client).await.filter(|h| *h != leader) },
+        Duration::from_secs(60),
+        || async {
+            lease_spec(client)
+                .await
+                .filter(|spec| spec.holder_identity.as_ref().is_some_and(|h| *h != leader))
+        },
     )
     .await;
-    let takeover = killed_at.elapsed();
-    let after = wait_for_ips(client, "failover", "after", 1).await;
-    let served = killed_at.elapsed();
-    eprintln!(
-        "failover: {leader} killed, {new_leader} leader after {takeover:?}, new Service served after {served:?}"
-    );
-    // Within the Lease duration (plus polling slack on a loaded 2-core machine).
+    assert_eq!(taken.holder_identity.as_deref(), Some(standby));
+    // Never two leaders: the standby did not take a Lease that was still valid.
+    let acquired = taken
+        .acquire_time
+        .expect("a taken Lease has an acquireTime")
+        .0;
     assert!(
-        takeover <= Duration::from_secs(LEASE_SECONDS + 3),
-        "takeover took {takeover:?}"
+        acquired >= expiry,
+        "{standby} took the Lease at {acquired}, before it expired at {expiry}"
     );
+    let after = wait_for_ips(client, "failover", "after", 1).await;
     assert_ne!(after, before);
     assert_eq!(
         ingress(&get_service(client, "failover", "before").await),
         before,
         "kept across failover"
     );
-    let (_, text) = eventually("new leader metrics", Duration::from_secs(10), || {
+    let (_, text) = eventually("new leader metrics", Duration::from_secs(30), || {
         http_get(standby_metrics, "/metrics")
     })
     .await;
@@ -342,7 +380,7 @@ async fn lost_lease_stops_writes(client: &Client) {
     };
     eventually(
         "the controller to notice it lost the Lease",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || async {
             let (_, text) = http_get(metrics, "/metrics").await?;
             text.contains("ferrolb_leader 0").then_some(())
@@ -365,4 +403,166 @@ async fn lost_lease_stops_writes(client: &Client) {
         .await
         .expect("join")
         .expect("controller ran cleanly");
+}
+
+fn bench_rounds() -> usize {
+    std::env::var("FERROLB_BENCH_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(10)
+}
+
+/// One line: `BENCH <what>: n=… min … median … p90 … max …` (median: upper median; p90:
+/// nearest rank).
+fn report(what: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let n = samples.len();
+    let s = |d: Duration| d.as_secs_f64();
+    println!(
+        "BENCH {what}: n={n} min {:.3} s, median {:.3} s, p90 {:.3} s, max {:.3} s",
+        s(samples[0]),
+        s(samples[n / 2]),
+        s(samples[(n * 9).div_ceil(10) - 1]),
+        s(samples[n - 1])
+    );
+}
+
+/// Polls `check` every 20 ms until it returns `Some` (finer than [`eventually`], for timing);
+/// panics with `what` after `timeout`, a hang guard.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Benchmark: leader failover after SIGKILL, two `ferrolb-controller` processes (shipped RBAC,
+/// `--lease-duration 4`), `FERROLB_BENCH_FAILOVER_ROUNDS` kills (default 10). Each round waits
+/// for a running standby, kills the leader at a varying point of its renewal cycle, creates a
+/// Service, and times: the standby holding the Lease, that Service getting an address; also how
+/// much of the dead leader's Lease was left at the kill, and how long after its expiry the
+/// standby took it (independent of the kill's phase). A fresh standby replaces the killed
+/// process. Prints the numbers; never fails on one.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn failover_time_after_sigkill() {
+    if !prerequisites() {
+        return;
+    }
+    let rounds = bench_rounds();
+    let (control_plane, _stop) = start_control_plane("ha-bench");
+    runtime().block_on(async {
+        let client = control_plane.client().await.expect("client");
+        apply_pool(&client, "bench", json!({"addresses": ["198.51.100.0/25"]})).await;
+        create_namespace(&client, "bench").await;
+        let kubeconfig = controller_kubeconfig(&control_plane).await;
+        let dir = control_plane.run_dir.clone();
+        let mut children = Children(Vec::new());
+        let mut metrics_of = BTreeMap::new();
+        for identity in ["ctl-0", "ctl-1"] {
+            let metrics = free_port();
+            children.0.push((
+                identity.to_string(),
+                spawn_controller(&kubeconfig, &dir, identity, metrics),
+            ));
+            metrics_of.insert(identity.to_string(), metrics);
+        }
+        let (mut takeover, mut served, mut left, mut after_expiry) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let leader = eventually("a Lease holder", Duration::from_secs(60), || async {
+                holder(&client)
+                    .await
+                    .filter(|h| children.0.iter().any(|(id, _)| id == h))
+            })
+            .await;
+            let standby = children
+                .0
+                .iter()
+                .map(|(id, _)| id.clone())
+                .find(|id| *id != leader)
+                .expect("a standby");
+            let standby_metrics = metrics_of[&standby];
+            eventually("the standby to run", Duration::from_secs(60), || async {
+                let (_, text) = http_get(standby_metrics, "/metrics").await?;
+                text.contains("ferrolb_leader 0").then_some(())
+            })
+            .await;
+            // Spread the kills over the renewal cycle (a renewal every LEASE_SECONDS - 1 s).
+            let phase = Duration::from_millis(700 * (round as u64 % 5));
+            tokio::time::sleep(phase).await;
+
+            kill(&mut children, &leader);
+            let killed_at = Instant::now();
+            let killed_wall = Timestamp::now();
+            let expiry = lease_expiry(&client).await;
+            let name = format!("after-{round}");
+            create_service(&client, "bench", &name, json!({})).await;
+            let taken = poll(
+                "the standby to take the Lease",
+                Duration::from_secs(60),
+                || {
+                    let (client, leader) = (&client, &leader);
+                    async move {
+                        lease_spec(client)
+                            .await
+                            .filter(|s| s.holder_identity.as_ref().is_some_and(|h| h != leader))
+                    }
+                },
+            )
+            .await;
+            takeover.push(killed_at.elapsed());
+            poll("the new Service's address", Duration::from_secs(60), || {
+                let (client, name) = (&client, &name);
+                async move {
+                    let ips = ingress(&get_service(client, "bench", name).await);
+                    (!ips.is_empty()).then_some(())
+                }
+            })
+            .await;
+            served.push(killed_at.elapsed());
+            let acquired = taken.acquire_time.expect("acquireTime").0;
+            let unsigned = |d: SignedDuration| Duration::try_from(d).unwrap_or_default();
+            left.push(unsigned(expiry.duration_since(killed_wall)));
+            after_expiry.push(unsigned(acquired.duration_since(expiry)));
+            eprintln!(
+                "round {round}: {leader} killed, {:?} holds after {:?}, Service served after {:?}",
+                taken.holder_identity, takeover[round], served[round]
+            );
+
+            let identity = format!("ctl-{}", round + 2);
+            let metrics = free_port();
+            children.0.push((
+                identity.clone(),
+                spawn_controller(&kubeconfig, &dir, &identity, metrics),
+            ));
+            metrics_of.insert(identity, metrics);
+        }
+        let lease = format!("--lease-duration {LEASE_SECONDS}");
+        report(
+            &format!("controller failover, SIGKILL to standby holding the Lease ({lease})"),
+            takeover,
+        );
+        report(
+            &format!("controller failover, SIGKILL to a new Service's address ({lease})"),
+            served,
+        );
+        report("controller failover, Lease validity left at the kill", left);
+        report(
+            "controller failover, Lease acquired after the dead leader's expiry",
+            after_expiry,
+        );
+    });
 }

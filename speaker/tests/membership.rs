@@ -1,6 +1,8 @@
 //! Membership on 127.0.0.1 (no root needed): convergence, silent death, graceful leave, wrong
-//! Secret, restart, any start order. Detection times are printed: they are the core of the
-//! failover budget (500 ms median from a node's death to traffic on another node).
+//! Secret, restart, any start order, partition. These tests assert behaviour only (who is in
+//! which live set, and why); every wait is bounded by [`DEADLINE`], a hang guard, not a speed
+//! target. How fast it all happens (detection, leave, rejoin, convergence) is measured by the
+//! benchmarks in `membership_detection.rs` (`-- --ignored`), recorded in docs/benchmarks.md.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -8,9 +10,12 @@ use std::time::Duration;
 
 use ferrolb_speaker::membership::{LiveSet, Membership, MembershipConfig, Timers};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 const SECRET: &[u8] = b"shared secret from the memberlist Secret";
+
+/// Upper bound on any wait for the membership to reach a state. It only turns a hang into a
+/// failure: with the default timers each of these waits normally ends within a second or two.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Node {
     name: String,
@@ -18,13 +23,13 @@ struct Node {
     live: watch::Receiver<LiveSet>,
 }
 
-async fn start(name: &str, secret: &[u8]) -> Node {
+async fn start_with(name: &str, secret: &[u8], timers: &Timers) -> Node {
     let (handle, live) = Membership::start(MembershipConfig {
         node: name.to_string(),
         bind: "127.0.0.1:0".parse().unwrap(),
         advertise: "127.0.0.1:0".parse().unwrap(),
         secret: secret.to_vec(),
-        timers: Timers::default(),
+        timers: timers.clone(),
     })
     .await
     .expect("membership starts");
@@ -35,10 +40,14 @@ async fn start(name: &str, secret: &[u8]) -> Node {
     }
 }
 
-async fn cluster(names: &[&str]) -> Vec<Node> {
+async fn start(name: &str, secret: &[u8]) -> Node {
+    start_with(name, secret, &Timers::default()).await
+}
+
+async fn cluster_with(names: &[&str], timers: &Timers) -> Vec<Node> {
     let mut nodes = Vec::new();
     for name in names {
-        nodes.push(start(name, SECRET).await);
+        nodes.push(start_with(name, SECRET, timers).await);
     }
     let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
     for node in &nodes {
@@ -47,26 +56,40 @@ async fn cluster(names: &[&str]) -> Vec<Node> {
     nodes
 }
 
+async fn cluster(names: &[&str]) -> Vec<Node> {
+    cluster_with(names, &Timers::default()).await
+}
+
 fn names(nodes: &[Node]) -> LiveSet {
     nodes.iter().map(|n| n.name.clone()).collect()
 }
 
-/// Waits until every node's live set equals `expected`; returns the time it took.
-async fn all_see(nodes: &[Node], expected: &LiveSet, timeout: Duration) -> Duration {
-    let began = Instant::now();
+fn seeds(nodes: &[Node]) -> Vec<SocketAddr> {
+    nodes.iter().map(|n| n.handle.advertise_addr()).collect()
+}
+
+/// Waits until every node's live set equals `expected` (at most [`DEADLINE`]).
+async fn all_see(nodes: &[Node], expected: &LiveSet) {
     for node in nodes {
         let mut live = node.live.clone();
-        let left = timeout.saturating_sub(began.elapsed());
-        let reached = tokio::time::timeout(left, live.wait_for(|set| set == expected)).await;
+        let reached = tokio::time::timeout(DEADLINE, live.wait_for(|set| set == expected)).await;
         assert!(
             matches!(reached, Ok(Ok(_))),
-            "{} sees {:?}, expected {:?} within {timeout:?}",
+            "{} sees {:?}, expected {:?} (waited {DEADLINE:?})",
             node.name,
             *node.live.borrow(),
             expected
         );
     }
-    began.elapsed()
+}
+
+/// Default timers but a suspect stays suspect (hence live) for an hour: within a test, a member
+/// can only disappear from a live set because it said it leaves.
+fn without_failure_detection() -> Timers {
+    Timers {
+        suspect_to_down: Duration::from_secs(3600),
+        ..Timers::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,8 +98,7 @@ async fn three_and_five_members_converge() {
         let all: Vec<String> = (0..size).map(|i| format!("node-{i}")).collect();
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let nodes = cluster(&refs).await;
-        let took = all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
-        println!("membership: {size} members converged in {took:?}");
+        all_see(&nodes, &names(&nodes)).await;
         for node in &nodes {
             let stats = node.handle.stats();
             assert_eq!(stats.members, size);
@@ -90,48 +112,65 @@ async fn three_and_five_members_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_death_is_detected_within_a_second() {
+async fn silent_death_is_detected() {
     let mut nodes = cluster(&["a", "b", "c", "d", "e"]).await;
-    all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+    all_see(&nodes, &names(&nodes)).await;
     // Let the cluster settle (probe lists, gossip backlog) as it would be in steady state.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let dead = nodes.remove(2);
     drop(dead.handle); // no leave: the others must find out by probing
-    let took = all_see(&nodes, &names(&nodes), Duration::from_millis(1500)).await;
-    println!("membership: silent death of 1 of 5 detected by all others in {took:?}");
-    assert!(
-        took < Duration::from_millis(1000),
-        "detection took {took:?}"
-    );
+    // Exactly the dead member goes: every survivor ends up with all survivors and without c.
+    all_see(&nodes, &names(&nodes)).await;
+    for node in &nodes {
+        assert!(
+            !node.live.borrow().contains("c"),
+            "{} still sees c",
+            node.name
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_leave_is_seen_at_once() {
-    let mut nodes = cluster(&["a", "b", "c", "d", "e"]).await;
-    all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+async fn graceful_leave_is_seen_as_a_leave_not_a_failure() {
+    // Failure detection is off for the length of the test, so only the leave message can
+    // remove the member that leaves; a member that dies silently is the control: it stays.
+    let mut nodes = cluster_with(&["a", "b", "c", "d", "e"], &without_failure_detection()).await;
+    all_see(&nodes, &names(&nodes)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let silent = nodes.pop().expect("e");
+    drop(silent.handle); // e: no leave
     let leaving = nodes.remove(0);
-    let began = Instant::now();
     leaving
         .handle
-        .leave(Duration::from_secs(1))
+        .leave(DEADLINE)
         .await
         .expect("leave finishes");
-    let took = began.elapsed() + all_see(&nodes, &names(&nodes), Duration::from_secs(1)).await;
-    println!("membership: graceful leave of 1 of 5 seen by all others in {took:?}");
-    assert!(took < Duration::from_millis(100), "leave took {took:?}");
+
+    // b, c, d drop a (it left) and keep e (it is at most suspect: never declared down).
+    let mut expected = names(&nodes);
+    expected.insert("e".to_string());
+    all_see(&nodes, &expected).await;
+    for node in &nodes {
+        let live = node.live.borrow();
+        assert!(!live.contains("a"), "{} still sees a: {live:?}", node.name);
+        assert!(
+            live.contains("e"),
+            "{} declared e down: {live:?}",
+            node.name
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secret_cannot_join_nor_disturb() {
     let nodes = cluster(&["a", "b", "c"]).await;
     let expected = names(&nodes);
-    all_see(&nodes, &expected, Duration::from_secs(2)).await;
+    all_see(&nodes, &expected).await;
 
     let intruder = start("intruder", b"not the secret").await;
-    let mut seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
+    let mut seeds = seeds(&nodes);
     intruder.handle.set_seeds(seeds.clone());
     seeds.push(intruder.handle.advertise_addr());
     for node in &nodes {
@@ -141,7 +180,7 @@ async fn wrong_secret_cannot_join_nor_disturb() {
     let impostor = start("b", b"another wrong secret").await;
     impostor.handle.set_seeds(seeds.clone());
 
-    // Watch every change for 2 s: the set must never move.
+    // Watch every change for 2 s (two announce periods): the set must never move.
     let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
     for w in &mut watchers {
         w.mark_unchanged();
@@ -170,34 +209,44 @@ async fn wrong_secret_cannot_join_nor_disturb() {
 async fn restarted_member_rejoins() {
     let mut nodes = cluster(&["a", "b", "c"]).await;
     let all = names(&nodes);
-    all_see(&nodes, &all, Duration::from_secs(2)).await;
+    all_see(&nodes, &all).await;
 
     // Silent death, detected, then the same node name comes back with a new boot id (and, as
     // after a Pod restart, possibly another port).
     let old = nodes.remove(2);
     let old_boot = old.handle.identity().boot;
     drop(old.handle);
-    all_see(&nodes, &names(&nodes), Duration::from_secs(2)).await;
+    all_see(&nodes, &names(&nodes)).await;
 
     let restarted = start("c", SECRET).await;
     assert!(restarted.handle.identity().boot > old_boot);
-    let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
-    restarted.handle.set_seeds(seeds);
+    restarted.handle.set_seeds(seeds(&nodes));
     nodes.push(restarted);
-    let took = all_see(&nodes, &all, Duration::from_secs(2)).await;
-    println!("membership: restarted member rejoined in {took:?}");
+    all_see(&nodes, &all).await;
 
     // A restart faster than detection: the new incarnation replaces the old one in place.
     let old = nodes.remove(2);
     drop(old.handle);
     let again = start("c", SECRET).await;
-    let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.advertise_addr()).collect();
-    again.handle.set_seeds(seeds);
+    again.handle.set_seeds(seeds(&nodes));
     nodes.push(again);
-    all_see(&nodes, &all, Duration::from_secs(2)).await;
-    // And it stays: the old identity's suspicion must not take the new one down.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    all_see(&nodes, &all, Duration::from_millis(10)).await;
+    all_see(&nodes, &all).await;
+    // And it stays: the old identity's suspicion must not take the new one down. 2 s is many
+    // times probe + suspicion (200 ms with the default timers): no live set may move meanwhile.
+    let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
+    for w in &mut watchers {
+        w.mark_unchanged();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (node, w) in nodes.iter().zip(&watchers) {
+        assert!(
+            !w.has_changed().unwrap(),
+            "{}'s live set moved: {:?}",
+            node.name,
+            *w.borrow()
+        );
+        assert_eq!(*node.live.borrow(), all, "{}", node.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,8 +278,7 @@ async fn any_start_order_converges() {
     let c = start("c", SECRET).await;
     c.handle.set_seeds(vec![a.handle.advertise_addr()]);
     let nodes = vec![a, b, c];
-    let took = all_see(&nodes, &names(&nodes), Duration::from_secs(3)).await;
-    println!("membership: staggered start converged in {took:?}");
+    all_see(&nodes, &names(&nodes)).await;
 }
 
 /// A UDP relay in front of a member: others send to the relay, which forwards to the member
@@ -302,7 +350,7 @@ async fn partition_heals() {
         node.handle.set_seeds(seeds.clone());
     }
     let all = names(&nodes);
-    all_see(&nodes, &all, Duration::from_secs(2)).await;
+    all_see(&nodes, &all).await;
 
     // Cut c off from a and b, both ways.
     let sockets: Vec<SocketAddr> = nodes.iter().map(|n| n.handle.local_addr()).collect();
@@ -315,13 +363,12 @@ async fn partition_heals() {
     relays[1].blocked.lock().unwrap().insert(sockets[2]);
     let majority = LiveSet::from(["a".to_string(), "b".to_string()]);
     let alone = LiveSet::from(["c".to_string()]);
-    all_see(&nodes[..2], &majority, Duration::from_secs(2)).await;
-    all_see(&nodes[2..], &alone, Duration::from_secs(2)).await;
+    all_see(&nodes[..2], &majority).await;
+    all_see(&nodes[2..], &alone).await;
 
     // Heal: the periodic announcements to seeds (and to down members) bring c back.
     for relay in &relays {
         relay.blocked.lock().unwrap().clear();
     }
-    let took = all_see(&nodes, &all, Duration::from_secs(5)).await;
-    println!("membership: partition healed, all members back in {took:?}");
+    all_see(&nodes, &all).await;
 }

@@ -1,8 +1,21 @@
-//! Distribution of the failure-detection time: 20 silent deaths in a 4-member cluster on
-//! 127.0.0.1, each followed by a restart of the dead member. Prints median / p90 / max (recorded
-//! in docs/benchmarks.md) and asserts the median stays inside the 500 ms failover budget.
+//! Failure detection round after round on 127.0.0.1: a member dies (silently: handle dropped,
+//! no leave; or gracefully: `Membership::leave`), the survivors must drop exactly that member,
+//! then it restarts (new boot id) and rejoins before the next round.
 //!
-//! Run: `cargo test -p ferrolb-speaker --test membership_detection -- --nocapture`
+//! * `each_member_death_is_detected_and_it_rejoins` (default test run) asserts behaviour only;
+//!   its deadlines are hang guards.
+//! * The `bench_*` tests are benchmarks, `#[ignore]`d: they time the same rounds (and leave and
+//!   convergence), print min / median / p90 / max over the trials and never fail on a number.
+//!   The speed target (the membership's share of the 500 ms failover budget) is judged from
+//!   these numbers in docs/benchmarks.md `## speaker membership`, not by an assertion. Run them
+//!   one at a time, so that they do not share the 2 cores:
+//!
+//! ```text
+//! cargo test -p ferrolb-speaker --test membership_detection -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! (add `--release` for a release build). `FLB_BENCH_ROUNDS` overrides the 20 trials per
+//! benchmark.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,9 +25,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 const SECRET: &[u8] = b"detection benchmark secret";
-const ROUNDS: usize = 20;
 
-async fn start(name: &str) -> (Membership, watch::Receiver<LiveSet>) {
+/// Hang guard for every wait: detection, leave and rejoin normally take well under a second.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+type Member = (Membership, watch::Receiver<LiveSet>);
+
+async fn start(name: &str) -> Member {
     Membership::start(MembershipConfig {
         node: name.to_string(),
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -26,76 +43,182 @@ async fn start(name: &str) -> (Membership, watch::Receiver<LiveSet>) {
     .expect("membership starts")
 }
 
-async fn all_see(
-    watchers: &[watch::Receiver<LiveSet>],
-    expected: &LiveSet,
-    timeout: Duration,
-) -> Duration {
+fn seed_everyone(members: &[Member]) {
+    let seeds: Vec<SocketAddr> = members.iter().map(|(m, _)| m.advertise_addr()).collect();
+    for (m, _) in members {
+        m.set_seeds(seeds.clone());
+    }
+}
+
+fn watchers(members: &[Member]) -> Vec<watch::Receiver<LiveSet>> {
+    members.iter().map(|(_, w)| w.clone()).collect()
+}
+
+/// Waits until every watcher holds `expected`; returns the time until the last one did.
+/// Panics after [`DEADLINE`] (a hang, not a slow run).
+async fn all_see(watchers: &[watch::Receiver<LiveSet>], expected: &LiveSet) -> Duration {
     let began = Instant::now();
     for live in watchers {
         let mut live = live.clone();
-        let left = timeout.saturating_sub(began.elapsed());
+        let left = DEADLINE.saturating_sub(began.elapsed());
         let reached = tokio::time::timeout(left, live.wait_for(|s| s == expected))
             .await
             .is_ok_and(|r| r.is_ok());
-        assert!(reached, "saw {:?}, expected {expected:?}", *live.borrow());
+        assert!(
+            reached,
+            "saw {:?}, expected {expected:?} (waited {DEADLINE:?})",
+            *live.borrow()
+        );
     }
     began.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn detection_time_distribution() {
-    let names = ["n0", "n1", "n2", "n3"];
+async fn cluster(names: &[String]) -> Vec<Member> {
     let mut members = Vec::new();
     for name in names {
         members.push(start(name).await);
     }
-    let seeds: Vec<SocketAddr> = members.iter().map(|(m, _)| m.advertise_addr()).collect();
-    for (m, _) in &members {
-        m.set_seeds(seeds.clone());
-    }
-    let full: LiveSet = names.iter().map(|n| n.to_string()).collect();
-    let watchers: Vec<_> = members.iter().map(|(_, w)| w.clone()).collect();
-    all_see(&watchers, &full, Duration::from_secs(3)).await;
+    seed_everyone(&members);
+    let full: LiveSet = names.iter().cloned().collect();
+    all_see(&watchers(&members), &full).await;
+    members
+}
 
-    let mut samples = Vec::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Death {
+    /// The handle is dropped: the others must find out by probing.
+    Silent,
+    /// `Membership::leave`: the others are told.
+    Leave,
+}
+
+/// Times of one death-and-restart round.
+struct Round {
+    /// From the death (drop, or the call to `leave`) until every survivor dropped the victim.
+    gone: Duration,
+    /// From the restarted member's seeding until every member (itself included) sees all.
+    rejoined: Duration,
+}
+
+/// `rounds` deaths in a cluster of `size`, victims in turn; each victim restarts and rejoins.
+/// Asserts that exactly the victim goes and that everyone is back before the next round.
+async fn death_rounds(size: usize, rounds: usize, death: Death) -> Vec<Round> {
+    let names: Vec<String> = (0..size).map(|i| format!("n{i}")).collect();
+    let full: LiveSet = names.iter().cloned().collect();
+    let mut members = cluster(&names).await;
+    let mut results = Vec::with_capacity(rounds);
+    for round in 0..rounds {
         // Steady state first: a fresh member must be fully known before it dies.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let victim = round % names.len();
+        let victim = round % size;
         let (dead, _) = members.remove(victim);
-        drop(dead);
-        let survivors: Vec<_> = members.iter().map(|(_, w)| w.clone()).collect();
+        let old_boot = dead.identity().boot;
         let mut expected = full.clone();
-        expected.remove(names[victim]);
-        let took = all_see(&survivors, &expected, Duration::from_secs(3)).await;
-        samples.push(took);
+        expected.remove(&names[victim]);
 
-        let restarted = start(names[victim]).await;
-        let seeds: Vec<SocketAddr> = members.iter().map(|(m, _)| m.advertise_addr()).collect();
-        restarted.0.set_seeds(seeds);
-        members.insert(victim, restarted);
-        let seeds: Vec<SocketAddr> = members.iter().map(|(m, _)| m.advertise_addr()).collect();
-        for (m, _) in &members {
-            m.set_seeds(seeds.clone());
+        let began = Instant::now();
+        match death {
+            Death::Silent => drop(dead),
+            Death::Leave => dead.leave(DEADLINE).await.expect("leave finishes"),
         }
-        let watchers: Vec<_> = members.iter().map(|(_, w)| w.clone()).collect();
-        all_see(&watchers, &full, Duration::from_secs(3)).await;
-    }
+        all_see(&watchers(&members), &expected).await;
+        let gone = began.elapsed();
 
+        let restarted = start(&names[victim]).await;
+        assert!(
+            restarted.0.identity().boot > old_boot,
+            "a restart has a newer boot id"
+        );
+        members.insert(victim, restarted);
+        let began = Instant::now();
+        seed_everyone(&members);
+        all_see(&watchers(&members), &full).await;
+        results.push(Round {
+            gone,
+            rejoined: began.elapsed(),
+        });
+    }
+    results
+}
+
+/// Every member of a 4-member cluster dies silently once; each time the survivors drop that
+/// member and only it, and the restarted member is taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_member_death_is_detected_and_it_rejoins() {
+    let rounds = death_rounds(4, 4, Death::Silent).await;
+    assert_eq!(rounds.len(), 4);
+}
+
+fn bench_rounds() -> usize {
+    std::env::var("FLB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(20)
+}
+
+/// One line: `BENCH <what>: n=… min … median … p90 … max …` (median: upper median; p90:
+/// nearest rank).
+fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
+    let n = samples.len();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let median = samples[samples.len() / 2];
-    let p90 = samples[(samples.len() * 9).div_ceil(10) - 1];
-    let max = samples[samples.len() - 1];
     println!(
-        "membership detection ({ROUNDS} silent deaths, 4 members, default timers): \
-         min {:.0} ms, median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        "BENCH {what}: n={n} min {:.2} ms, median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
         ms(samples[0]),
-        ms(median),
-        ms(p90),
-        ms(max)
+        ms(samples[n / 2]),
+        ms(samples[(n * 9).div_ceil(10) - 1]),
+        ms(samples[n - 1])
     );
-    assert!(median < Duration::from_millis(500), "median {median:?}");
-    assert!(max < Duration::from_millis(1500), "max {max:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture --test-threads=1"]
+async fn bench_silent_death_detection() {
+    let n = bench_rounds();
+    let rounds = death_rounds(4, n, Death::Silent).await;
+    report(
+        "membership silent death detected by all 3 survivors (4 members, default timers)",
+        rounds.iter().map(|r| r.gone).collect(),
+    );
+    report(
+        "membership restarted member rejoined, all 4 see all (after a silent death)",
+        rounds.iter().map(|r| r.rejoined).collect(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture --test-threads=1"]
+async fn bench_graceful_leave() {
+    let n = bench_rounds();
+    let rounds = death_rounds(5, n, Death::Leave).await;
+    report(
+        "membership graceful leave (call to leave() included) seen by all 4 others (5 members)",
+        rounds.iter().map(|r| r.gone).collect(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture --test-threads=1"]
+async fn bench_convergence() {
+    let n = bench_rounds();
+    for size in [3, 5] {
+        let names: Vec<String> = (0..size).map(|i| format!("c{i}")).collect();
+        let full: LiveSet = names.iter().cloned().collect();
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut members = Vec::new();
+            for name in &names {
+                members.push(start(name).await);
+            }
+            let began = Instant::now();
+            seed_everyone(&members);
+            all_see(&watchers(&members), &full).await;
+            samples.push(began.elapsed());
+        }
+        report(
+            &format!("membership {size} fresh members converged (from seeding until all see all)"),
+            samples,
+        );
+    }
 }
