@@ -1,371 +1,18 @@
 //! End to end in the lab (root; skipped with a printed reason otherwise, FAILS when `CI` is set):
-//! a real kube-apiserver, 3 node namespaces running `ferrolb-speaker`, the controller if it is
-//! built (else the test writes `status.loadBalancer.ingress` itself), and a client that asks
-//! ARP/NDP for the Service IPs.
+//! a real kube-apiserver, 3 node namespaces running `ferrolb-speaker`, the real controller (it
+//! must assign the Service's IPs: nothing else writes `status.loadBalancer.ingress`), and a
+//! client that asks ARP/NDP for the Service IPs. The probes are `ferrolb_tests::l2probe`.
 //!
-//! Run: `cargo build -p ferrolb-speaker && cargo test -p ferrolb-speaker --test e2e_layer2 -- --nocapture`
+//! Run: `cargo build -p ferrolb-speaker -p ferrolb-controller && cargo test -p ferrolb-speaker --test e2e_layer2 -- --nocapture`
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ferrolb_tests::harness::TestLab;
-use ferrolb_tests::netlab::netns;
+use ferrolb_tests::l2probe::{self, L2Probe, eventually, manifest};
 
-const POOL_V4: &str = "192.0.2.240/28";
-const POOL_V6: &str = "2001:db8:2::240/124";
 const PROBES: usize = 4;
-
-fn manifest(service: &str, etp_local: bool, endpoint_nodes: &[&str]) -> String {
-    let policy = if etp_local { "Local" } else { "Cluster" };
-    let mut yaml = format!(
-        "apiVersion: ferrolb.io/v1beta1
-kind: IPAddressPool
-metadata: {{name: e2e, namespace: ferrolb-system}}
-spec:
-  addresses: [\"{POOL_V4}\", \"{POOL_V6}\"]
----
-apiVersion: ferrolb.io/v1beta1
-kind: L2Advertisement
-metadata: {{name: e2e, namespace: ferrolb-system}}
-spec:
-  ipAddressPools: [e2e]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {service}, namespace: default}}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  ipFamilyPolicy: RequireDualStack
-  ipFamilies: [IPv4, IPv6]
-  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {service}-e2e
-  namespace: default
-  labels: {{kubernetes.io/service-name: {service}}}
-addressType: IPv4
-ports: [{{name: http, port: 8080, protocol: TCP}}]
-endpoints:
-"
-    );
-    if endpoint_nodes.is_empty() {
-        yaml.push_str("[]\n");
-    }
-    for node in endpoint_nodes {
-        let index: u8 = node.trim_start_matches("node").parse().unwrap_or(1);
-        yaml.push_str(&format!(
-            "- addresses: [\"192.0.2.{}\"]\n  nodeName: {node}\n  conditions: {{ready: true, serving: true}}\n",
-            10 + index
-        ));
-    }
-    yaml
-}
-
-struct Ctx<'a> {
-    lab: &'a TestLab,
-}
-
-impl Ctx<'_> {
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.lab
-            .control_plane()
-            .kubectl_output(args)
-            .unwrap_or_else(|err| panic!("kubectl {args:?}: {err:#}"))
-    }
-
-    fn apply(&self, name: &str, yaml: &str) {
-        let path = self.lab.run_dir().join(format!("{name}.yaml"));
-        fs::write(&path, yaml).unwrap();
-        self.kubectl(&["apply", "-f", path.to_str().unwrap()]);
-    }
-
-    /// The Service's ingress IPs; written by the test if the controller does not assign them.
-    fn service_ips(&self, service: &str, fallback: &[IpAddr]) -> Vec<IpAddr> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = self.kubectl(&[
-                "get",
-                "service",
-                "-n",
-                "default",
-                service,
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ]);
-            let ips: Vec<IpAddr> = out
-                .split_whitespace()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if ips.len() == 2 {
-                return ips;
-            }
-            if Instant::now() > deadline {
-                eprintln!(
-                    "{service}: no IPs from the controller in 20 s: writing the status myself"
-                );
-                let ingress: Vec<String> = fallback
-                    .iter()
-                    .map(|ip| format!("{{\"ip\":\"{ip}\"}}"))
-                    .collect();
-                let patch = format!(
-                    "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{}]}}}}}}",
-                    ingress.join(",")
-                );
-                self.kubectl(&[
-                    "patch",
-                    "service",
-                    "-n",
-                    "default",
-                    service,
-                    "--subresource=status",
-                    "--type=merge",
-                    "-p",
-                    &patch,
-                ]);
-                return fallback.to_vec();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn client(&self) -> String {
-        self.lab.netlab().topology.client_ns()
-    }
-
-    /// Every MAC that replied to `count` ARP requests for `ip` (all replies, not only the first).
-    fn arp_macs(&self, ip: Ipv4Addr, count: usize) -> BTreeSet<String> {
-        let mut macs = BTreeSet::new();
-        for _ in 0..count {
-            // Broadcast only (`-b`) and wait the whole second: every node that answers shows up.
-            let out = netns::exec(&self.client(), "arping")
-                .args(["-b", "-w", "1", "-I", "eth0", &ip.to_string()])
-                .output()
-                .unwrap();
-            macs.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter_map(|line| {
-                        Some(
-                            line.split_once('[')?
-                                .1
-                                .split_once(']')?
-                                .0
-                                .to_ascii_lowercase(),
-                        )
-                    }),
-            );
-        }
-        macs
-    }
-
-    fn ndp_macs(&self, ip: Ipv6Addr, count: usize) -> BTreeSet<String> {
-        (0..count)
-            .filter_map(|_| self.lab.netlab().ndisc(&self.client(), ip))
-            .collect()
-    }
-
-    /// Waits until exactly one MAC answers ARP for `ip` (other than `not`); returns it.
-    fn wait_arp_owner(&self, ip: Ipv4Addr, not: Option<&str>, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(mac) = self.lab.netlab().arping(&self.client(), ip)
-                && Some(mac.as_str()) != not
-            {
-                return Some(mac);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    fn node_of_mac(&self, mac: &str) -> String {
-        self.lab
-            .netlab()
-            .topology
-            .nodes()
-            .find(|n| n.mac.eq_ignore_ascii_case(mac))
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| panic!("{mac} is not a node's MAC"))
-    }
-
-    fn neighbour(&self, ip: IpAddr) -> String {
-        netns::ip(&self.client(), &["neigh", "show", &ip.to_string()]).unwrap_or_default()
-    }
-
-    fn speaker_pid(&self, node: &str) -> i32 {
-        let path = self.lab.run_dir().join(format!("speaker-{node}.pid"));
-        fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn l2_statuses(&self) -> Vec<(String, String)> {
-        let out = self.kubectl(&[
-            "get",
-            "servicel2statuses",
-            "-n",
-            "ferrolb-system",
-            "-o",
-            "jsonpath={range .items[*]}{.status.node}{\" \"}{.status.serviceName}{\"\\n\"}{end}",
-        ]);
-        out.lines()
-            .filter_map(|l| {
-                let (node, svc) = l.split_once(' ')?;
-                Some((node.to_string(), svc.to_string()))
-            })
-            .collect()
-    }
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?}: {what}");
-}
-
-impl Ctx<'_> {
-    /// Waits for the membership key the speakers poll for: the leading controller creates it
-    /// (running with the RBAC of `config/rbac/controller.yaml`), as on a real cluster.
-    fn wait_for_membership_secret(&self) {
-        eventually(
-            "the controller creates Secret ferrolb-system/ferrolb-memberlist",
-            Duration::from_secs(30),
-            || {
-                self.lab
-                    .control_plane()
-                    .kubectl_output([
-                        "get",
-                        "secret",
-                        "ferrolb-memberlist",
-                        "-n",
-                        "ferrolb-system",
-                        "--ignore-not-found",
-                        "-o",
-                        "name",
-                    ])
-                    .is_ok_and(|out| out.trim() == "secret/ferrolb-memberlist")
-            },
-        );
-    }
-
-    /// A speaker's /metrics, fetched inside its node namespace.
-    fn metrics(&self, node: &str) -> String {
-        let ns = self.lab.netlab().topology.ns(node);
-        netns::exec(&ns, "curl")
-            .args(["-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    fn membership_size(&self, node: &str) -> Option<u64> {
-        self.metrics(node).lines().find_map(|l| {
-            l.strip_prefix("ferrolb_speaker_membership_size ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-    }
-
-    fn neighbour_mac(&self, ip: IpAddr) -> Option<String> {
-        // "192.0.2.241 dev eth0 lladdr 02:00:00:00:00:0c STALE"
-        let line = self.neighbour(ip);
-        let mut words = line.split_whitespace();
-        words.find(|w| *w == "lladdr")?;
-        words.next().map(str::to_ascii_lowercase)
-    }
-
-    /// After a failure of `old_owner`: waits until another node answers ARP for `ip`, checks
-    /// it is the only one, and measures when the client's neighbour entry (filled before the
-    /// failure) moved by itself (gratuitous ARP). Returns the new owner's node name.
-    /// Returns the new owner and when the client could reach it (neighbour entry moved, or
-    /// else the first answer).
-    fn failover(
-        &self,
-        what: &str,
-        ip: Ipv4Addr,
-        old_owner: &str,
-        failed_at: Instant,
-    ) -> (String, Duration) {
-        let old_mac = self.mac_of(old_owner);
-        // First only watch the neighbour cache (cheap, 10 ms resolution): the new owner's
-        // gratuitous ARP moves it without the client asking.
-        let mut neighbour_moved = None;
-        let watch_until = failed_at + Duration::from_secs(10);
-        while Instant::now() < watch_until {
-            if self
-                .neighbour_mac(IpAddr::V4(ip))
-                .is_some_and(|mac| mac != old_mac)
-            {
-                neighbour_moved = Some(failed_at.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Then ask.
-        let mut answered = None;
-        let deadline = failed_at + Duration::from_secs(20);
-        while Instant::now() < deadline && answered.is_none() {
-            if let Some(mac) = self.lab.netlab().arping(&self.client(), ip)
-                && mac != old_mac
-            {
-                answered = Some((failed_at.elapsed(), mac));
-            }
-        }
-        let (answer_time, new_mac) =
-            answered.unwrap_or_else(|| panic!("{what}: no other node answers for {ip}"));
-        let new_owner = self.node_of_mac(&new_mac);
-        eprintln!(
-            "{what}: client neighbour entry for {ip} moved to {new_owner} {neighbour_moved:?} after \
-             the failure of {old_owner} (gratuitous ARP); ARP answered by it at {answer_time:?}"
-        );
-        let macs = self.arp_macs(ip, 2);
-        assert_eq!(
-            macs,
-            BTreeSet::from([new_mac]),
-            "{what}: answers after failover"
-        );
-        (new_owner, neighbour_moved.unwrap_or(answer_time))
-    }
-
-    fn mac_of(&self, node: &str) -> String {
-        self.lab
-            .netlab()
-            .topology
-            .nodes()
-            .find(|n| n.name == node)
-            .map(|n| n.mac.to_ascii_lowercase())
-            .unwrap()
-    }
-
-    fn signal(&self, node: &str, signal: &str) {
-        let pid = self.speaker_pid(node);
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    /// Pings `ip` so that the client has a neighbour entry to watch; returns its MAC.
-    fn prime_neighbour(&self, ip: Ipv4Addr) -> Option<String> {
-        let _ = self.lab.netlab().ping(&self.client(), IpAddr::V4(ip));
-        self.neighbour_mac(IpAddr::V4(ip))
-    }
-}
 
 #[test]
 fn e2e_layer2_one_owner_answers_and_fails_over() {
@@ -373,32 +20,14 @@ fn e2e_layer2_one_owner_answers_and_fails_over() {
     let Some(lab) = TestLab::start(test, 3).unwrap() else {
         return;
     };
-    let ctx = Ctx { lab: &lab };
+    let ctx = L2Probe::new(&lab);
     ctx.wait_for_membership_secret();
     let nodes = ["node1", "node2", "node3"];
-    eventually(
-        "every speaker sees 3 members",
-        Duration::from_secs(30),
-        || nodes.iter().all(|n| ctx.membership_size(n) == Some(3)),
-    );
+    ctx.wait_for_members(3, Duration::from_secs(30));
 
     ctx.apply("svc", &manifest("web", false, &nodes));
-    let ips = ctx.service_ips(
-        "web",
-        &[
-            "192.0.2.241".parse().unwrap(),
-            "2001:db8:2::241".parse().unwrap(),
-        ],
-    );
-    let v4 = ips.iter().find_map(|ip| match ip {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    });
-    let v6 = ips.iter().find_map(|ip| match ip {
-        IpAddr::V6(v6) => Some(*v6),
-        IpAddr::V4(_) => None,
-    });
-    let (v4, v6) = (v4.unwrap(), v6.unwrap());
+    // Assigned by the controller the lab started, or the test fails.
+    let (v4, v6) = ctx.service_ips("web", l2probe::ASSIGN_TIMEOUT);
     eprintln!("service IPs {v4} {v6}");
 
     let owner_mac = ctx
@@ -494,9 +123,9 @@ spec: {addresses: [192.0.2.240/29]}
         "ETP Local: the endpoint's node answers",
         Duration::from_secs(20),
         || {
-            ctx.lab
+            ctx.lab()
                 .netlab()
-                .arping(&ctx.client(), v4)
+                .arping(&ctx.client_ns(), v4)
                 .is_some_and(|mac| ctx.node_of_mac(&mac) == target)
         },
     );
@@ -507,7 +136,7 @@ spec: {addresses: [192.0.2.240/29]}
     );
     ctx.apply("svc-cluster", &manifest("web", false, &nodes));
     eventually("back to the elected owner", Duration::from_secs(20), || {
-        ctx.lab.netlab().arping(&ctx.client(), v4) == Some(owner_mac.clone())
+        ctx.lab().netlab().arping(&ctx.client_ns(), v4) == Some(owner_mac.clone())
     });
 
     // 1. The owner's link goes down.
@@ -539,13 +168,13 @@ spec: {addresses: [192.0.2.240/29]}
     // 2. The owner's speaker is killed (no goodbye).
     ctx.prime_neighbour(v4);
     let failed_at = Instant::now();
-    ctx.signal(&owner, "-KILL");
+    ctx.signal_speaker(&owner, "-KILL");
     let (next, after_kill) = ctx.failover("SIGKILL", v4, &owner, failed_at);
 
     // 3. The next owner stops gracefully: it leaves first, so the last node takes over faster.
     ctx.prime_neighbour(v4);
     let failed_at = Instant::now();
-    ctx.signal(&next, "-TERM");
+    ctx.signal_speaker(&next, "-TERM");
     let (last, after_term) = ctx.failover("SIGTERM", v4, &next, failed_at);
     // Leaving tells the others at once; a crash must wait for failure detection.
     assert!(

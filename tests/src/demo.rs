@@ -276,8 +276,9 @@ fn service_url(ip: &str) -> String {
 /// so the node's kernel accepts (and answers ping on) traffic for them; with `arp_ignore=1` and
 /// `arp_announce=2` (kube-proxy's `strictARP`) the kernel never answers ARP for them on `eth0`,
 /// and IPv6 neighbour discovery only answers for addresses of the receiving interface, so only
-/// the speakers' ARP/NDP answers decide which node the client reaches.
-fn bind_service_ips_on_lo(ns: &str, service_ips: &[String]) -> anyhow::Result<()> {
+/// the speakers' ARP/NDP answers decide which node the client reaches. `ns` is a node's
+/// namespace; also used by end-to-end tests that need the nodes to accept traffic for the IPs.
+pub fn bind_service_ips_on_lo(ns: &str, service_ips: &[String]) -> anyhow::Result<()> {
     netns::sysctl(
         ns,
         &[

@@ -5,12 +5,15 @@
 //! * [`netlab`]: the namespace topology (switch, nodes, client, router, ext) and the FRR router.
 //! * [`lab`]: the two together, plus the FerroLB processes, as one `Lab` with a name prefix.
 //! * [`harness`]: what tests use: a per-test lab prefix, teardown on drop, logs on failure.
+//! * [`l2probe`]: layer2 probes for those tests: who answers ARP/NDP, the client's neighbour
+//!   cache, failover timing, the Service's IPs, the speakers' membership.
 //! * [`cmd`], [`process`], [`paths`]: running commands, background processes, run directories.
 
 pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod harness;
+pub mod l2probe;
 pub mod lab;
 pub mod netlab;
 pub mod paths;
