@@ -430,22 +430,12 @@ fn report(what: &str, mut samples: Vec<Duration>) {
 
 /// Polls `check` every 20 ms until it returns `Some` (finer than [`eventually`], for timing);
 /// panics with `what` after `timeout`, a hang guard.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually_every(what, timeout, Duration::from_millis(20), check).await
 }
 
 /// Benchmark: leader failover after SIGKILL, two `ferrolb-controller` processes (shipped RBAC,

@@ -85,6 +85,23 @@ async fn all_see(nodes: &[Node], expected: &LiveSet) {
 
 /// Default timers but a suspect stays suspect (hence live) for an hour: within a test, a member
 /// can only disappear from a live set because it said it leaves.
+/// Watches every node's live set for `window`: none may change meanwhile.
+async fn assert_no_live_set_moves(nodes: &[Node], window: Duration) {
+    let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
+    for w in &mut watchers {
+        w.mark_unchanged();
+    }
+    tokio::time::sleep(window).await;
+    for (node, w) in nodes.iter().zip(&watchers) {
+        assert!(
+            !w.has_changed().unwrap(),
+            "{}'s live set moved: {:?}",
+            node.name,
+            *w.borrow()
+        );
+    }
+}
+
 fn without_failure_detection() -> Timers {
     Timers {
         suspect_to_down: Duration::from_secs(3600),
@@ -181,18 +198,8 @@ async fn wrong_secret_cannot_join_nor_disturb() {
     impostor.handle.set_seeds(seeds.clone());
 
     // Watch every change for 2 s (two announce periods): the set must never move.
-    let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
-    for w in &mut watchers {
-        w.mark_unchanged();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for (node, w) in nodes.iter().zip(&watchers) {
-        assert!(
-            !w.has_changed().unwrap(),
-            "{}'s live set changed: {:?}",
-            node.name,
-            *w.borrow()
-        );
+    assert_no_live_set_moves(&nodes, Duration::from_secs(2)).await;
+    for node in &nodes {
         assert_eq!(*node.live.borrow(), expected);
         let stats = node.handle.stats();
         assert!(stats.rejected_bad_tag > 0, "{}: {stats:?}", node.name);
@@ -233,18 +240,8 @@ async fn restarted_member_rejoins() {
     all_see(&nodes, &all).await;
     // And it stays: the old identity's suspicion must not take the new one down. 2 s is many
     // times probe + suspicion (200 ms with the default timers): no live set may move meanwhile.
-    let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
-    for w in &mut watchers {
-        w.mark_unchanged();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for (node, w) in nodes.iter().zip(&watchers) {
-        assert!(
-            !w.has_changed().unwrap(),
-            "{}'s live set moved: {:?}",
-            node.name,
-            *w.borrow()
-        );
+    assert_no_live_set_moves(&nodes, Duration::from_secs(2)).await;
+    for node in &nodes {
         assert_eq!(*node.live.borrow(), all, "{}", node.name);
     }
 }
