@@ -159,6 +159,8 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
     println!("demo: applied {}", manifest_path.display());
 
     let service_ips = wait_for_ingress(control_plane)?;
+    // `lab fail` reads them from here, so that it works while the API server is away too.
+    fs::write(dir.join(SERVICE_IPS_FILE), service_ips.join("\n") + "\n")?;
     println!(
         "demo: Service default/{SERVICE} got {}",
         service_ips.join(", ")
@@ -206,17 +208,30 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `run` records the demo Service's IPs (one per line) in the demo directory.
+const SERVICE_IPS_FILE: &str = "service-ips";
+
 /// `lab fail NODE`: cuts NODE off the LAN (its switch port goes down, as when a server dies) and
 /// curls the demo Service from `client` until another node answers, printing how long it took.
-pub fn fail(lab: &Lab, control_plane: &ControlPlane, node: &str) -> anyhow::Result<()> {
+/// It needs nothing from the API server (the Service's IPs were recorded by the demo), so it
+/// also shows a failover while the API server is stopped.
+pub fn fail(lab: &Lab, node: &str) -> anyhow::Result<()> {
     let topology = &lab.netlab.topology;
     if !topology.nodes().any(|n| n.name == node) {
         anyhow::bail!("no node {node:?} in lab {:?}", lab.prefix());
     }
     let client = topology.client_ns();
-    let urls: Vec<String> = wait_for_ingress(control_plane)?
-        .iter()
-        .map(|ip| service_url(ip))
+    let recorded = lab.run_dir().join("demo").join(SERVICE_IPS_FILE);
+    let urls: Vec<String> = fs::read_to_string(&recorded)
+        .with_context(|| {
+            format!(
+                "reading {}: has the demo run? (cargo xtask lab up --demo)",
+                recorded.display()
+            )
+        })?
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|ip| service_url(ip.trim()))
         .collect();
     for url in &urls {
         let before = curl_until_answered(&client, url)?;
