@@ -17,5 +17,5 @@ async fn main() -> anyhow::Result<()> {
     }
     let clients = ferrolb_crds::runtime::api_clients().await?;
     let shutdown = ferrolb_crds::runtime::cancel_on_signal()?;
-    run(clients.watch, options, shutdown).await
+    run(clients, options, shutdown).await
 }

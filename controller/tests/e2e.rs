@@ -44,7 +44,7 @@ fn controller_end_to_end() {
         let metrics = free_port();
         let shutdown = CancellationToken::new();
         let controller = tokio::spawn(run(
-            client.clone(),
+            clients(&client),
             options(metrics, "e2e-a"),
             shutdown.clone(),
         ));

@@ -28,7 +28,7 @@ fn missing_crds_stop_the_controller_with_a_hint() {
         options.identity = Some("nocrds".into());
         let outcome = tokio::time::timeout(
             Duration::from_secs(30),
-            run(client, options, CancellationToken::new()),
+            run(clients(&client), options, CancellationToken::new()),
         )
         .await
         .expect("the controller gives up instead of waiting");

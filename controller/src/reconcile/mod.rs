@@ -26,6 +26,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use ferrolb_crds::runtime::ApiClients;
 use tracing::{info, warn};
 
 use crate::allocator::{Allocator, ServiceKey};
@@ -221,8 +223,11 @@ fn error_policy(
 
 /// Runs the controller until `shutdown`: HTTP endpoints, leader election, and a leadership
 /// session whenever this replica holds the Lease.
+///
+/// Watches use `clients.watch`; every write (Lease, Service status, Events, the membership
+/// Secret) uses `clients.write`, whose read timeout turns a hung API server into an error.
 pub async fn run(
-    client: Client,
+    clients: ApiClients,
     options: Options,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -238,7 +243,7 @@ pub async fn run(
         health.clone(),
         shutdown.clone(),
     ));
-    let leadership = leader::elect(client.clone(), &options)
+    let leadership = leader::elect(clients.write.clone(), &options)
         .await
         .context("starting leader election")?;
     let mut is_leader = leadership.is_leader;
@@ -264,7 +269,7 @@ pub async fn run(
             _ = watch_loss.wait_for(|leading| !*leading) => {
                 warn!("lost leadership: stopped all writes");
             }
-            result = lead(client.clone(), options.clone(), health.clone(), is_leader.clone()) => {
+            result = lead(clients.clone(), options.clone(), health.clone(), is_leader.clone()) => {
                 if let Err(error) = result {
                     break Err(error);
                 }
@@ -282,29 +287,33 @@ pub async fn run(
 
 /// One leadership session; returns only on error.
 async fn lead(
-    client: Client,
+    clients: ApiClients,
     options: Options,
     health: Arc<Health>,
     leader: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let ApiClients {
+        watch: client,
+        write,
+    } = clients;
     config::check_crds(&client, &options.namespace).await?;
     // Speakers fall back to "every Ready node is live" without this Secret; a failure here is
     // worth a warning, not giving up leadership.
-    if let Err(error) = crate::membership_secret::ensure(&client, &options.namespace).await {
+    if let Err(error) = crate::membership_secret::ensure(&write, &options.namespace).await {
         warn!(%error, "could not ensure the speakers' membership Secret");
     }
     let (services, service_writer) = reflector::store::<Service>();
     let (stores, config_changes) = config::watch(&client, &options);
     let (retrigger, retrigger_rx) = futures::channel::mpsc::unbounded();
     let recorder = Recorder::new(
-        client.clone(),
+        write.clone(),
         Reporter {
             controller: CONTROLLER_NAME.to_string(),
             instance: Some(options.identity()),
         },
     );
     let ctx = Arc::new(Context {
-        client: client.clone(),
+        client: write,
         allocator: Mutex::new(Allocator::new()),
         config: RwLock::new(None),
         config_ready: watch::Sender::new(false),

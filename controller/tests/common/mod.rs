@@ -267,3 +267,12 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The controller's clients for an in-process run: one client serves as both (the test's own
+/// API server answers).
+pub fn clients(client: &kube::Client) -> ferrolb_crds::runtime::ApiClients {
+    ferrolb_crds::runtime::ApiClients {
+        watch: client.clone(),
+        write: client.clone(),
+    }
+}
