@@ -4,6 +4,9 @@
 //! - [`Announcer`]: the BGP sessions. Not built yet (the BGP issue): it takes the desired set,
 //!   says once how much it would announce, and announces nothing.
 
+pub mod codec;
+pub mod fsm;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
