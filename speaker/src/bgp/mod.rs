@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod fsm;
+pub mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
