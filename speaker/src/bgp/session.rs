@@ -699,20 +699,7 @@ fn announcements(
 ) -> Vec<Result<Vec<u8>, EncodeError>> {
     let mut out = Vec::new();
     for (route, prefixes) in groups(routes) {
-        let v4: Vec<Ipv4Net> = prefixes
-            .iter()
-            .filter_map(|p| match p {
-                IpNet::V4(p) => Some(*p),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        let v6: Vec<Ipv6Net> = prefixes
-            .iter()
-            .filter_map(|p| match p {
-                IpNet::V6(p) => Some(*p),
-                IpNet::V4(_) => None,
-            })
-            .collect();
+        let (v4, v6) = by_family(prefixes.iter());
         if !v4.is_empty() {
             out.extend(encode_all(codec::announce_ipv4(
                 context,
@@ -737,21 +724,21 @@ fn announcements(
     out
 }
 
+/// The IPv4 and the IPv6 prefixes of `prefixes`, each in the order given.
+fn by_family<'a>(prefixes: impl Iterator<Item = &'a IpNet>) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for prefix in prefixes {
+        match prefix {
+            IpNet::V4(p) => v4.push(*p),
+            IpNet::V6(p) => v6.push(*p),
+        }
+    }
+    (v4, v6)
+}
+
 fn withdrawals(prefixes: &BTreeSet<IpNet>) -> Vec<Result<Vec<u8>, EncodeError>> {
-    let v4: Vec<Ipv4Net> = prefixes
-        .iter()
-        .filter_map(|p| match p {
-            IpNet::V4(p) => Some(*p),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let v6: Vec<Ipv6Net> = prefixes
-        .iter()
-        .filter_map(|p| match p {
-            IpNet::V6(p) => Some(*p),
-            IpNet::V4(_) => None,
-        })
-        .collect();
+    let (v4, v6) = by_family(prefixes.iter());
     let mut out = Vec::new();
     if !v4.is_empty() {
         out.extend(encode_all(codec::withdraw_ipv4(&v4)));
