@@ -185,7 +185,12 @@ pub async fn run(
             .unwrap_or_default();
         let mut decisions = DecisionLoop {
             layer2: Layer2Announcer::new(metrics.clone()),
-            bgp: bgp::Announcer::default(),
+            bgp: bgp::Announcer::new(
+                settings.node_name.clone(),
+                settings.membership.as_ref().and_then(|m| m.host_ip),
+                tracker.clone(),
+                cancel.clone(),
+            ),
             settings: settings.clone(),
             config: None,
             metrics,
@@ -344,6 +349,12 @@ impl DecisionLoop {
         for (ip, reason) in &plan.layer2.skipped {
             debug!(%ip, %reason, mode = "layer2", "not announcing");
         }
+        let labels = view.nodes.get(node).map(|n| n.labels.clone());
+        self.bgp.set_context(bgp::Context::new(
+            &view.config,
+            labels.unwrap_or_default(),
+            &host,
+        ));
         self.bgp.converge(&plan.bgp.announce);
 
         // A speaker that (re)joined may have answered for our IPs while cut off from us; and

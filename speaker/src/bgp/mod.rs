@@ -1,9 +1,10 @@
 //! BGP mode: every eligible node announces the IP (the router spreads traffic over them, ECMP).
 //!
 //! - [`plan`]: pure, which IPs this node advertises and to which peers' advertisements.
-//! - [`Announcer`]: the BGP sessions. Not built yet (the BGP issue): it takes the desired set,
-//!   says once how much it would announce, and announces nothing.
+//! - [`Announcer`] ([`announcer`]): one [`session`] task per BGPPeer that applies to this node,
+//!   each fed the routes ([`announcer::routes_for`]) it should carry.
 
+pub mod announcer;
 pub mod codec;
 pub mod fsm;
 pub mod session;
@@ -11,11 +12,11 @@ pub mod session;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use tracing::{info, warn};
-
 use crate::election::SkipReason;
 use crate::eligibility::{EligibilityOptions, node_eligibility, reason_rank};
 use crate::view::{ServiceKey, SpeakerView};
+
+pub use announcer::{Announcer, Context};
 
 /// What this node advertises for one IP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,47 +81,6 @@ pub fn plan(view: &SpeakerView, local: &str, options: EligibilityOptions) -> Pla
         .filter(|(ip, _)| bgp_ips.contains(ip) && !result.announce.contains_key(ip))
         .collect();
     result
-}
-
-/// The BGP announcer. Until the BGP speaker exists it only reports what it was asked to do.
-#[derive(Debug, Default)]
-pub struct Announcer {
-    desired: BTreeMap<IpAddr, Announcement>,
-    told: bool,
-}
-
-impl crate::announcer::Announcer for Announcer {
-    type Desired = BTreeMap<IpAddr, Announcement>;
-    type Change = ();
-
-    fn mode(&self) -> &'static str {
-        "bgp"
-    }
-
-    fn converge(&mut self, desired: &Self::Desired) -> Vec<()> {
-        if !desired.is_empty() && !self.told {
-            warn!(
-                ips = desired.len(),
-                "BGP advertisements select this node, but this speaker has no BGP sessions yet: \
-                 nothing is advertised over BGP"
-            );
-            self.told = true;
-        }
-        self.desired = desired.clone();
-        Vec::new()
-    }
-
-    fn reassert(&mut self) {}
-
-    fn withdraw_all(&mut self) {
-        if !self.desired.is_empty() {
-            info!(
-                ips = self.desired.len(),
-                "bgp: nothing to withdraw (no sessions)"
-            );
-        }
-        self.desired.clear();
-    }
 }
 
 #[cfg(test)]
