@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::l2probe::{ASSIGN_TIMEOUT, L2Probe};
@@ -93,28 +93,12 @@ endpoints:
     yaml
 }
 
-/// Polls `check` until it returns `Ok`, or panics with `what` and the last answer.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < DEADLINE {
-        match check() {
-            Ok(value) => {
-                eprintln!("{what}: after {:?}", start.elapsed());
-                return value;
-            }
-            Err(why) => last = why,
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("{what}: not within {DEADLINE:?}; last: {last}");
+fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    ferrolb_tests::harness::eventually_ok(what, DEADLINE, check)
 }
 
 fn vtysh_json(router: &Router, command: &str) -> Result<Value, String> {
-    let out = router
-        .vtysh(command)
-        .map_err(|e| format!("{command}: {e}"))?;
-    serde_json::from_str(&out).map_err(|e| format!("{command}: {e}: {out}"))
+    router.vtysh_json(command)
 }
 
 /// FRR's BGP paths for `prefix`: (next hop, community string) per path.

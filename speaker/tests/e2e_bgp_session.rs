@@ -54,28 +54,12 @@ fn session_config(families: &[Family]) -> SessionConfig {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` and the last answer.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < DEADLINE {
-        match check() {
-            Ok(value) => {
-                eprintln!("{what}: after {:?}", start.elapsed());
-                return value;
-            }
-            Err(why) => last = why,
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what}: not within {DEADLINE:?}; last: {last}");
+fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    ferrolb_tests::harness::eventually_ok(what, DEADLINE, check)
 }
 
 fn vtysh_json(router: &Router, command: &str) -> Result<Value, String> {
-    let out = router
-        .vtysh(command)
-        .map_err(|e| format!("{command}: {e}"))?;
-    serde_json::from_str(&out).map_err(|e| format!("{command}: {e}: {out}"))
+    router.vtysh_json(command)
 }
 
 /// FRR's state for neighbour `peer` in family `af` ("ipv4Unicast") of `show bgp summary json`.

@@ -22,6 +22,28 @@ const LOG_TAIL_LINES: usize = 40;
 /// In the run directory of a lab kept with `FERROLB_KEEP_LAB`.
 const KEEP_MARKER: &str = "kept";
 
+/// Polls `check` every 200 ms until it returns `Ok`; prints how long that took. Panics with
+/// `what` and the last error after `timeout` (a hang guard, not a speed assertion).
+pub fn eventually_ok<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match check() {
+            Ok(value) => {
+                eprintln!("{what}: after {:?}", start.elapsed());
+                return value;
+            }
+            Err(why) => last = why,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("{what}: not within {timeout:?}; last: {last}");
+}
+
 /// Whether this process can build labs (root). When it cannot: in CI (env `CI` set) this panics,
 /// because a skipped end-to-end test there would hide a broken setup; elsewhere it prints why the
 /// test is skipped and returns false.

@@ -192,6 +192,12 @@ impl Router {
         cmd::stdout(cmd::command("vtysh", ["-N", &self.ns, "-c", command]))
     }
 
+    /// A `... json` vtysh command's answer, parsed; the error names the command.
+    pub fn vtysh_json(&self, command: &str) -> Result<serde_json::Value, String> {
+        let out = self.vtysh(command).map_err(|e| format!("{command}: {e}"))?;
+        serde_json::from_str(&out).map_err(|e| format!("{command}: {e}: {out}"))
+    }
+
     /// Removes FRR's socket directory for this pathspace (the daemons must be stopped).
     pub fn remove_state_dir(&self) {
         if let Some(link) = &self.run_dir_link {
