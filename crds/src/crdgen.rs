@@ -7,8 +7,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 use crate::v1beta1::{
-    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
-    ServiceBGPStatus, ServiceL2Status,
+    BFDProfile, BGPAdvertisement, BGPPeer, BGPSessionState, Community, IPAddressPool,
+    L2Advertisement, ServiceBGPStatus, ServiceL2Status,
 };
 
 /// First lines of every generated file.
@@ -42,6 +42,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Community::crd(),
         ServiceL2Status::crd(),
         ServiceBGPStatus::crd(),
+        BGPSessionState::crd(),
     ];
     for crd in &mut crds {
         reflow_descriptions(crd);

@@ -860,7 +860,7 @@ valid!(
     object(
         "BGPPeer",
         "peer1",
-        "{myASN: 42, peerASN: 142, peerAddress: 1.2.3.4, peerPort: 1179, holdTime: 180s, connectTime: 1s, routerID: 10.20.30.40, sourceAddress: 10.20.30.40, enableGracefulRestart: true, ebgpMultiHop: true, vrf: foo}"
+        "{myASN: 42, peerASN: 142, peerAddress: 1.2.3.4, peerPort: 1179, holdTime: 180s, connectTime: 1s, routerID: 10.20.30.40, sourceAddress: 10.20.30.40, enableGracefulRestart: true, ebgpMultiHop: true}"
     ),
     |c, w| {
         let p = &c.peers["peer1"];
@@ -871,8 +871,21 @@ valid!(
         assert_eq!(p.connect_time, Some(Duration::from_secs(1)));
         assert_eq!(p.peer_port, 1179);
         assert!(p.enable_graceful_restart && p.ebgp_multihop);
-        assert_eq!(p.vrf.as_deref(), Some("foo"));
     }
+);
+
+// The kernels FerroLB is tested on have no VRF devices and the speaker does not bind sessions
+// to one: a vrf is refused with that reason instead of silently peering in the default VRF.
+invalid!(
+    cr_peer_vrf_unsupported,
+    object(
+        "BGPPeer",
+        "peer1",
+        "{myASN: 42, peerASN: 142, peerAddress: 1.2.3.4, vrf: red}"
+    ),
+    [
+        "BGPPeer/peer1: spec.vrf: VRF \"red\" is not supported: the speaker peers in the default VRF only (it does not bind sessions to a VRF device, and kernels without CONFIG_NET_VRF, like the test lab's, have none); remove vrf"
+    ]
 );
 
 // MetalLB: a serviceAllocation with no namespaces and no selectors is priority-only (matches

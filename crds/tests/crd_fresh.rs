@@ -181,6 +181,7 @@ fn parse_as_kind(kind: &str, doc: &str) -> Result<(), String> {
         "Community" => check::<Community>(doc),
         "ServiceL2Status" => check::<ServiceL2Status>(doc),
         "ServiceBGPStatus" => check::<ServiceBGPStatus>(doc),
+        "BGPSessionState" => check::<BGPSessionState>(doc),
         other => Err(format!("no FerroLB type for kind {other}")),
     }
 }

@@ -12,7 +12,7 @@ use ferrolb_crds::cluster::{self as shared, ENDPOINT_SLICE_SERVICE_LABEL};
 use ferrolb_crds::config::{ClusterResources, Config, ConfigErrors};
 use ferrolb_crds::v1beta1;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -37,6 +37,9 @@ pub struct Stores {
     bfd: Store<v1beta1::BFDProfile>,
     communities: Store<v1beta1::Community>,
     config_maps: Store<ConfigMap>,
+    /// The namespace's Secrets, for BGPPeer `passwordSecret` (a changed Secret re-keys the
+    /// session: the peer's configuration changes with it).
+    secrets: Store<Secret>,
 }
 
 /// Where the watch tasks run and what they wake.
@@ -107,6 +110,7 @@ impl Stores {
                 Api::namespaced(client.clone(), ns),
                 all().fields(&format!("metadata.name={config_map}")),
             ),
+            secrets: w.store(Api::namespaced(client.clone(), ns), all()),
         }
     }
 
@@ -122,6 +126,7 @@ impl Stores {
         self.bfd.wait_until_ready().await?;
         self.communities.wait_until_ready().await?;
         self.config_maps.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
         Ok(())
     }
 
@@ -142,7 +147,7 @@ impl Stores {
             bfd_profiles: owned(self.bfd.state()),
             communities: owned(self.communities.state()),
             legacy,
-            secrets: None,
+            secrets: Some(owned(self.secrets.state())),
         })
     }
 

@@ -39,7 +39,7 @@ use crate::layer2::{Layer2Announcer, interfaces};
 use crate::liveness::{Liveness, MembershipSettings};
 use crate::membership::LiveSet;
 use crate::metrics::Metrics;
-use crate::status::{self, DesiredStatus, PodOwner, StatusHandle, StatusWriter, TakeoverEvent};
+use crate::status::{self, PodOwner, StatusEvent, StatusHandle, StatusWriter};
 use crate::view::ServiceKey;
 use crate::{http, stall};
 
@@ -190,7 +190,12 @@ pub async fn run(
                 settings.membership.as_ref().and_then(|m| m.host_ip),
                 tracker.clone(),
                 cancel.clone(),
-            ),
+            )
+            .with_reporting(bgp::report::Reporting {
+                node: settings.node_name.clone(),
+                status: status.clone(),
+                metrics: metrics.clone(),
+            }),
             settings: settings.clone(),
             config: None,
             metrics,
@@ -369,26 +374,31 @@ impl DecisionLoop {
             self.bgp.reassert();
         }
 
-        self.publish_status(stores, &plan.layer2);
+        self.publish_status(stores, &plan.layer2, &plan.bgp);
     }
 
     /// Hands the status task what the status objects should say and the Events to record.
-    fn publish_status(&mut self, stores: &Stores, plan: &crate::layer2::planner::Plan) {
+    fn publish_status(
+        &mut self,
+        stores: &Stores,
+        plan: &crate::layer2::planner::Plan,
+        bgp_plan: &bgp::Plan,
+    ) {
         let announced = self.layer2.announced();
-        let mut desired = DesiredStatus::default();
+        let mut layer2: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
         for (ip, announcement) in &plan.announce {
             let Some(on) = announced.get(ip).filter(|on| !on.is_empty()) else {
                 continue;
             };
             for key in &announcement.services {
-                desired
-                    .layer2
+                layer2
                     .entry(key.clone())
                     .or_default()
                     .extend(on.iter().cloned());
             }
         }
-        self.status.publish(desired);
+        self.status
+            .publish_services(layer2, self.bgp.advertised_to(&bgp_plan.announce));
 
         let node = self.settings.node_name.as_str();
         for (ip, announcement) in &plan.announce {
@@ -401,11 +411,12 @@ impl DecisionLoop {
             let restarted_owner = !announcement.services.is_empty()
                 && announcement.services.is_subset(&self.announced_before);
             if !was_ours && !restarted_owner {
-                self.status.event(TakeoverEvent {
-                    ip: *ip,
-                    mode: "layer2",
-                    services: stores.service_refs(&announcement.services),
-                });
+                self.status.event(StatusEvent::takeover(
+                    node,
+                    *ip,
+                    "layer2",
+                    stores.service_refs(&announcement.services),
+                ));
             }
         }
         self.owners = plan.owners.clone();

@@ -17,6 +17,20 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// One BGP session: the BGPPeer's name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+/// One BGP session and a message type (`open`, `update`, `notification`, `keepalive`,
+/// `route_refresh`, `other`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    pub peer: String,
+    pub r#type: String,
+}
+
 /// Every metric, cheap to clone (the handles share their values).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -40,6 +54,14 @@ pub struct Metrics {
     pub status_write_failures: Counter,
     /// Events dropped because the event queue was full (the API server away for long).
     pub status_events_dropped: Counter,
+    /// 1 while this node's session with the peer is Established.
+    pub bgp_session_up: Family<PeerLabels, Gauge>,
+    /// Prefixes the peer has from this node.
+    pub bgp_prefixes_advertised: Family<PeerLabels, Gauge>,
+    pub bgp_messages_sent: Family<MessageLabels, Counter>,
+    pub bgp_messages_received: Family<MessageLabels, Counter>,
+    /// Established sessions that went down.
+    pub bgp_session_flaps: Family<PeerLabels, Counter>,
 }
 
 impl Metrics {
@@ -97,7 +119,45 @@ impl Metrics {
             "Configuration rebuilds rejected as invalid",
             metrics.config_invalid.clone(),
         );
+        registry.register(
+            "bgp_session_up",
+            "1 while this node's BGP session with the peer is Established",
+            metrics.bgp_session_up.clone(),
+        );
+        registry.register(
+            "bgp_prefixes_advertised",
+            "Prefixes the BGP peer has from this node",
+            metrics.bgp_prefixes_advertised.clone(),
+        );
+        registry.register(
+            "bgp_messages_sent",
+            "BGP messages sent to the peer, by type",
+            metrics.bgp_messages_sent.clone(),
+        );
+        registry.register(
+            "bgp_messages_received",
+            "BGP messages received from the peer, by type",
+            metrics.bgp_messages_received.clone(),
+        );
+        registry.register(
+            "bgp_session_flaps",
+            "Established BGP sessions that went down",
+            metrics.bgp_session_flaps.clone(),
+        );
         (metrics, registry)
+    }
+
+    pub fn peer(peer: &str) -> PeerLabels {
+        PeerLabels {
+            peer: peer.to_string(),
+        }
+    }
+
+    pub fn message(peer: &str, r#type: &str) -> MessageLabels {
+        MessageLabels {
+            peer: peer.to_string(),
+            r#type: r#type.to_string(),
+        }
     }
 
     pub fn iface(interface: &str) -> IfaceLabels {

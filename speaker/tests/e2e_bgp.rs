@@ -13,17 +13,25 @@
 //! - `externalTrafficPolicy: Local` with the endpoint on node2 only: only node2's path remains;
 //! - the Service deleted: the routes are withdrawn.
 //!
+//! A second test, `e2e_bgp_status_secret_and_ext`, checks what a user reads and the
+//! `passwordSecret` path: the BGPPeer's TCP-MD5 key comes from a Secret, first a wrong one (the
+//! session stays down, its BGPSessionState shows why), then the right one (the session is
+//! re-keyed and comes up, with an Event on the BGPPeer, ServiceBGPStatus objects and metrics);
+//! `ext`, outside the router, reaches the Service IP through it; a deleted Service's route
+//! leaves the router within 1 s.
+//!
 //! Run: `cargo build -p ferrolb-speaker -p ferrolb-controller && cargo test -p ferrolb-speaker
 //! --test e2e_bgp -- --nocapture`
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::l2probe::{ASSIGN_TIMEOUT, L2Probe};
-use ferrolb_tests::netlab::Router;
 use ferrolb_tests::netlab::topology::node_addresses;
+use ferrolb_tests::netlab::{Router, netns};
+use ferrolb_tests::process::Background;
 use serde_json::Value;
 
 /// Hang guard for every wait; nothing here measures speed.
@@ -153,6 +161,28 @@ fn wait_paths(router: &Router, prefix: &str, nodes: &[&str]) {
     eprintln!("FRR BGP table for {prefix}: {table}");
 }
 
+/// Adds `lines` to FRR's `router bgp` (retried while bgpd starts).
+fn configure_router(router: &Router, lines: &[&str]) {
+    eventually(&format!("bgpd: {lines:?}"), || {
+        let mut args = vec![
+            "-N",
+            router.ns.as_str(),
+            "-c",
+            "configure terminal",
+            "-c",
+            "router bgp 64512",
+        ];
+        for line in lines {
+            args.extend(["-c", line]);
+        }
+        let mut vtysh = ferrolb_tests::cmd::command("vtysh", args);
+        vtysh.env("LC_ALL", "C");
+        ferrolb_tests::cmd::run(vtysh)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+}
+
 #[test]
 fn e2e_bgp_every_node_advertises_to_frr() {
     let test = "e2e_bgp_every_node_advertises_to_frr";
@@ -162,25 +192,7 @@ fn e2e_bgp_every_node_advertises_to_frr() {
     let probe = L2Probe::new(&lab);
     let router = lab.netlab().router();
     // So that bgpd logs the NOTIFICATIONs it receives.
-    eventually("bgpd: bgp log-neighbor-changes", || {
-        let mut vtysh = ferrolb_tests::cmd::command(
-            "vtysh",
-            [
-                "-N",
-                router.ns.as_str(),
-                "-c",
-                "configure terminal",
-                "-c",
-                "router bgp 64512",
-                "-c",
-                "bgp log-neighbor-changes",
-            ],
-        );
-        vtysh.env("LC_ALL", "C");
-        ferrolb_tests::cmd::run(vtysh)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    configure_router(&router, &["bgp log-neighbor-changes"]);
     probe.apply("bgp-config", &config());
     probe.apply("svc", &service(false, &NODES));
     let (v4, v6) = probe.service_ips("web", ASSIGN_TIMEOUT);
@@ -249,4 +261,256 @@ fn e2e_bgp_every_node_advertises_to_frr() {
             assert_eq!(peer["pfxRcd"], 0, "{hop}: {peer}");
         }
     }
+}
+
+/// FRR's password for the node LAN's IPv4 neighbours (the peer group of its listen range).
+const MD5_KEY: &str = "lab-md5-key";
+
+fn secret(password: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: router-md5, namespace: ferrolb-system}}
+type: kubernetes.io/basic-auth
+stringData: {{password: {password}}}
+"
+    )
+}
+
+fn secret_config() -> String {
+    "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: e2e-bgp, namespace: ferrolb-system}
+spec:
+  addresses: [\"203.0.113.128/25\", \"2001:db8:ee::/64\"]
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: e2e-bgp, namespace: ferrolb-system}
+spec:
+  ipAddressPools: [e2e-bgp]
+  communities: [\"64513:100\"]
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: router-v4, namespace: ferrolb-system}
+spec:
+  myASN: 64513
+  peerASN: 64512
+  peerAddress: 192.0.2.1
+  connectTime: 2s
+  passwordSecret: {name: router-md5, namespace: ferrolb-system}
+"
+    .to_string()
+}
+
+/// `kubectl get <kind> -n ferrolb-system -o json`'s items.
+fn items(probe: &L2Probe, kind: &str) -> Vec<Value> {
+    let text = probe.kubectl(&["get", kind, "-n", "ferrolb-system", "-o", "json"]);
+    let list: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The status of `node`'s BGPSessionState for `peer`.
+fn session_state(probe: &L2Probe, node: &str, peer: &str) -> Result<Value, String> {
+    items(probe, "bgpsessionstates")
+        .into_iter()
+        .map(|o| o["status"].clone())
+        .find(|s| s["node"] == node && s["peer"] == peer)
+        .ok_or_else(|| format!("no BGPSessionState for {node}/{peer}"))
+}
+
+#[test]
+fn e2e_bgp_status_secret_and_ext() {
+    let test = "e2e_bgp_status_secret_and_ext";
+    let Some(lab) = TestLab::start(test, 2).unwrap() else {
+        return;
+    };
+    let nodes = ["node1", "node2"];
+    let probe = L2Probe::new(&lab);
+    let router = lab.netlab().router();
+    configure_router(
+        &router,
+        &[
+            "bgp log-neighbor-changes",
+            &format!("neighbor nodes4 password {MD5_KEY}"),
+        ],
+    );
+
+    // A wrong key first: no session, and the reason is visible with kubectl.
+    probe.apply("secret", &secret("not-the-key"));
+    probe.apply("bgp-config", &secret_config());
+    probe.apply("svc", &service(false, &nodes));
+    let (v4, _) = probe.service_ips("web", ASSIGN_TIMEOUT);
+    let p4 = format!("{v4}/32");
+    let down = eventually(
+        "BGPSessionState with the wrong key: down, with a reason",
+        || {
+            let state = session_state(&probe, "node1", "router-v4")?;
+            (state["bgpState"] != "Established" && state["lastError"].is_string())
+                .then(|| state.clone())
+                .ok_or_else(|| state.to_string())
+        },
+    );
+    eprintln!("with the wrong key: {down}");
+    eprintln!(
+        "{}",
+        probe.kubectl(&["get", "bgpsessionstates", "-n", "ferrolb-system"])
+    );
+    assert!(bgp_paths(&router, &p4).unwrap().0.is_empty());
+
+    // The right key: the session is re-keyed and comes up.
+    probe.apply("secret", &secret(MD5_KEY));
+    wait_paths(&router, &p4, &nodes);
+    for node in nodes {
+        let state = eventually(&format!("{node}: BGPSessionState Established"), || {
+            let state = session_state(&probe, node, "router-v4")?;
+            (state["bgpState"] == "Established" && state["prefixesSent"] == 1)
+                .then(|| state.clone())
+                .ok_or_else(|| state.to_string())
+        });
+        assert_eq!(state["peerAddress"], "192.0.2.1:179", "{state}");
+        assert!(state["establishedTime"].is_string(), "{state}");
+    }
+    eprintln!(
+        "{}",
+        probe.kubectl(&["get", "bgpsessionstates", "-n", "ferrolb-system"])
+    );
+
+    // An Event on the BGPPeer per node.
+    let events = eventually("SessionEstablished Events on BGPPeer router-v4", || {
+        let events: Vec<Value> = items(&probe, "events.events.k8s.io")
+            .into_iter()
+            .filter(|e| e["reason"] == "SessionEstablished")
+            .filter(|e| {
+                e["regarding"]["kind"] == "BGPPeer" && e["regarding"]["name"] == "router-v4"
+            })
+            .collect();
+        (events.len() >= 2)
+            .then(|| events.clone())
+            .ok_or_else(|| format!("{events:?}"))
+    });
+    for event in &events {
+        assert!(event["regarding"]["uid"].is_string(), "{event}");
+        eprintln!("event: {}", event["note"]);
+    }
+
+    // ServiceBGPStatus: one per node, listing the peer.
+    eventually("ServiceBGPStatus per node", || {
+        let statuses: BTreeSet<(String, String)> = items(&probe, "servicebgpstatuses")
+            .into_iter()
+            .map(|o| o["status"].clone())
+            .filter(|s| s["serviceName"] == "web" && s["peers"] == serde_json::json!(["router-v4"]))
+            .filter_map(|s| {
+                Some((
+                    s["node"].as_str()?.to_string(),
+                    s["serviceNamespace"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let want: BTreeSet<(String, String)> = nodes
+            .iter()
+            .map(|n| (n.to_string(), "default".to_string()))
+            .collect();
+        (statuses == want)
+            .then_some(())
+            .ok_or_else(|| format!("{statuses:?}"))
+    });
+    eprintln!(
+        "{}",
+        probe.kubectl(&["get", "servicebgpstatuses", "-n", "ferrolb-system"])
+    );
+
+    // The session's metrics.
+    let metrics = probe.metrics("node1");
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert!(
+        line("ferrolb_speaker_bgp_session_up{peer=\"router-v4\"}").ends_with(" 1"),
+        "{metrics}"
+    );
+    assert!(
+        line("ferrolb_speaker_bgp_prefixes_advertised{peer=\"router-v4\"}").ends_with(" 1"),
+        "{metrics}"
+    );
+    for kind in ["open", "update", "keepalive"] {
+        let sent = line(&format!(
+            "ferrolb_speaker_bgp_messages_sent_total{{peer=\"router-v4\",type=\"{kind}\"}}"
+        ));
+        assert!(
+            !sent.is_empty() && !sent.ends_with(" 0"),
+            "{kind}: {metrics}"
+        );
+    }
+
+    // ext, beyond the router, reaches the Service IP: the router forwards to a node that
+    // advertises it (each node accepts the IP on lo and answers on port 80).
+    let dir = lab.run_dir().join("http");
+    for node in nodes {
+        let ns = lab.netlab().topology.ns(node);
+        let root = dir.join(node);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), format!("hello from {node}\n")).unwrap();
+        Background {
+            name: &format!("http-{node}"),
+            ns: &ns,
+            program: std::path::Path::new("python3"),
+            args: vec![
+                "-m".into(),
+                "http.server".into(),
+                "80".into(),
+                "--bind".into(),
+                "0.0.0.0".into(),
+                "--directory".into(),
+                root.display().to_string(),
+            ],
+            env: Default::default(),
+            dir: lab.run_dir(),
+        }
+        .start()
+        .unwrap();
+        ferrolb_tests::demo::bind_service_ips_on_lo(&ns, &[v4.to_string()]).unwrap();
+    }
+    let ext = lab.netlab().topology.ext_ns();
+    let answer = eventually(&format!("curl http://{v4}/ from ext"), || {
+        let mut curl = netns::exec(&ext, "curl");
+        curl.args(["-sS", "-m", "2", &format!("http://{v4}/")]);
+        ferrolb_tests::cmd::stdout(curl).map_err(|e| e.to_string())
+    });
+    eprintln!("ext: curl http://{v4}/ -> {}", answer.trim());
+    assert!(answer.starts_with("hello from node"), "{answer}");
+
+    // The Service deleted: its route leaves the router within 1 s.
+    probe.kubectl(&["delete", "service", "-n", "default", "web", "--wait=false"]);
+    let deleted = Instant::now();
+    let withdrawn = loop {
+        let (hops, _) = bgp_paths(&router, &p4).unwrap_or_default();
+        if hops.is_empty() {
+            break deleted.elapsed();
+        }
+        assert!(deleted.elapsed() < DEADLINE, "{p4} never withdrawn");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("{p4} withdrawn at the router {withdrawn:?} after the Service's deletion");
+    assert!(withdrawn < Duration::from_secs(1), "{withdrawn:?}");
+    eventually("ServiceBGPStatus objects removed", || {
+        let left = items(&probe, "servicebgpstatuses");
+        left.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{left:?}"))
+    });
+
+    // The BGPPeer deleted: the sessions end and so do their BGPSessionStates.
+    probe.kubectl(&["delete", "bgppeer", "-n", "ferrolb-system", "router-v4"]);
+    eventually("BGPSessionStates removed", || {
+        let left = items(&probe, "bgpsessionstates");
+        left.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{left:?}"))
+    });
 }

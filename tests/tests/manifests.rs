@@ -351,7 +351,7 @@ fn check_rendered_objects(objects: &[Value]) {
     }
     let expected: BTreeMap<&str, usize> = [
         ("Namespace", 1),
-        ("CustomResourceDefinition", 8),
+        ("CustomResourceDefinition", 9),
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
@@ -565,6 +565,9 @@ const SPEAKER_PERMISSIONS: &[Permission] = &[
     ("create", "servicel2statuses.ferrolb.io", SYSTEM, true),
     ("delete", "servicel2statuses.ferrolb.io", SYSTEM, true),
     ("patch", "servicel2statuses.ferrolb.io/status", SYSTEM, true),
+    ("create", "bgpsessionstates.ferrolb.io", SYSTEM, true),
+    ("patch", "bgpsessionstates.ferrolb.io/status", SYSTEM, true),
+    ("watch", "secrets", SYSTEM, true),
     ("create", "servicebgpstatuses.ferrolb.io", SYSTEM, true),
     (
         "update",
@@ -639,7 +642,7 @@ fn manifests_on_the_real_api_server() {
     let crds = control_plane
         .install_crds(&workspace("config/crd"))
         .expect("installing the CRDs");
-    assert_eq!(crds.len(), 8, "{crds:?}");
+    assert_eq!(crds.len(), 9, "{crds:?}");
     let config = workspace("config");
     let (json, stderr) = admin_kubectl(
         &control_plane,

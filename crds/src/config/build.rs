@@ -1204,6 +1204,9 @@ fn validate_peers(
                 Reason::UnknownBfdProfile(profile.clone()),
             );
         }
+        if let Some(vrf) = spec.vrf.as_ref().filter(|v| !v.is_empty()) {
+            fail(sink, o.field("vrf"), Reason::VrfUnsupported(vrf.clone()));
+        }
         let node_selectors = sink.selectors(o, "nodeSelectors", &spec.node_selectors);
         if sink.errors.len() == errors_before {
             out.insert(
@@ -1224,7 +1227,6 @@ fn validate_peers(
                     password,
                     bfd_profile: spec.bfd_profile.clone(),
                     ebgp_multihop: spec.ebgp_multi_hop,
-                    vrf: spec.vrf.clone().filter(|v| !v.is_empty()),
                     enable_graceful_restart: spec.enable_graceful_restart,
                     dual_stack_address_family: spec.dual_stack_address_family,
                 },

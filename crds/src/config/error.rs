@@ -154,6 +154,10 @@ pub enum Reason {
     UnknownBfdProfile(String),
     #[error("Secret {0:?} cannot be checked offline")]
     SecretUnchecked(String),
+    #[error(
+        "VRF {0:?} is not supported: the speaker peers in the default VRF only (it does not bind sessions to a VRF device, and kernels without CONFIG_NET_VRF, like the test lab's, have none); remove vrf"
+    )]
+    VrfUnsupported(String),
     #[error("router ID must be an IPv4 address")]
     RouterIdNotIpv4,
     #[error("Secret {0:?} not found")]

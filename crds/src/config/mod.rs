@@ -153,8 +153,8 @@ pub enum PeerTarget {
     Interface(String),
 }
 
-/// The TCP-MD5 password of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The TCP-MD5 password of a session. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PeerPassword {
     Plain(String),
     /// `passwordSecret`; `password` is filled when the Secret was known at build time.
@@ -163,6 +163,24 @@ pub enum PeerPassword {
         namespace: Option<String>,
         password: Option<String>,
     },
+}
+
+impl std::fmt::Debug for PeerPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerPassword::Plain(_) => f.write_str("Plain(<redacted>)"),
+            PeerPassword::Secret {
+                name,
+                namespace,
+                password,
+            } => f
+                .debug_struct("Secret")
+                .field("name", name)
+                .field("namespace", namespace)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
 }
 
 /// A BGP peer with parsed addresses and effective timers.
@@ -186,7 +204,6 @@ pub struct Peer {
     /// Name of a profile in [`Config::bfd_profiles`].
     pub bfd_profile: Option<String>,
     pub ebgp_multihop: bool,
-    pub vrf: Option<String>,
     pub enable_graceful_restart: bool,
     pub dual_stack_address_family: bool,
 }

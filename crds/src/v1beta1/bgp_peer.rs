@@ -202,7 +202,9 @@ pub struct BGPPeerSpec {
     #[serde(default)]
     pub ebgp_multi_hop: bool,
 
-    /// Name of the host VRF through which the peer is reached. Unset: the default VRF.
+    /// Name of the host VRF through which the peer is reached (MetalLB's field). Not supported
+    /// by FerroLB: a BGPPeer that sets it is rejected with that reason. Leave unset for the
+    /// default VRF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrf: Option<String>,
 

@@ -12,6 +12,7 @@
 mod bfd_profile;
 mod bgp_advertisement;
 mod bgp_peer;
+mod bgp_session_state;
 mod community;
 mod ip_address_pool;
 mod l2_advertisement;
@@ -21,6 +22,7 @@ mod service_l2_status;
 pub use bfd_profile::{BFDProfile, BFDProfileSpec};
 pub use bgp_advertisement::{BGPAdvertisement, BGPAdvertisementSpec};
 pub use bgp_peer::{BGPPeer, BGPPeerSpec, DynamicASNMode};
+pub use bgp_session_state::{BGPSessionState, BGPSessionStateSpec, BGPSessionStateStatus};
 pub use community::{Community, CommunityAlias, CommunitySpec};
 pub use ip_address_pool::{
     IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation,
@@ -48,7 +50,7 @@ pub const DEFAULT_NAMESPACE: &str = "ferrolb-system";
 /// of the valid configuration, `False` (message naming the field and reason) when it is rejected.
 pub const CONDITION_CONFIG_VALID: &str = "ConfigValid";
 
-/// Label on ServiceL2Status / ServiceBGPStatus objects: name of the announcing node.
+/// Label on ServiceL2Status / ServiceBGPStatus / BGPSessionState objects: name of the node.
 pub const LABEL_NODE: &str = "ferrolb.io/node";
 /// Label on ServiceL2Status / ServiceBGPStatus objects: name of the Service.
 pub const LABEL_SERVICE_NAME: &str = "ferrolb.io/service-name";
@@ -58,6 +60,10 @@ pub const LABEL_SERVICE_NAMESPACE: &str = "ferrolb.io/service-namespace";
 pub const SERVICE_L2_STATUS_GENERATE_NAME: &str = "l2-";
 /// `metadata.generateName` of ServiceBGPStatus objects (as in MetalLB).
 pub const SERVICE_BGP_STATUS_GENERATE_NAME: &str = "bgp-";
+/// Label on BGPSessionState objects: name of the BGPPeer.
+pub const LABEL_PEER: &str = "ferrolb.io/peer";
+/// `metadata.generateName` of BGPSessionState objects.
+pub const BGP_SESSION_STATE_GENERATE_NAME: &str = "session-";
 
 /// Regular expression for a Go `time.Duration` string (`90s`, `1m30s`, `500ms`, `0`), which is
 /// how MetalLB's `metav1.Duration` fields are written.

@@ -541,7 +541,7 @@ fn metallb_manifest_needs_only_the_api_version_changed() {
 #[test]
 fn every_kind_is_namespaced_in_the_ferrolb_group() {
     let crds = crate::crdgen::all();
-    assert_eq!(crds.len(), 8);
+    assert_eq!(crds.len(), 9);
     for crd in &crds {
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.scope, "Namespaced");

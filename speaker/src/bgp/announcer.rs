@@ -35,8 +35,10 @@ use tracing::{info, warn};
 use super::Announcement;
 use super::codec::{Family, RouteAttributes};
 use super::fsm::{SessionConfig, State};
+use super::report::{self, Reporting};
 use super::session::{self, Md5Key, PeerConfig, Route, RouteSet, SessionStatus};
 use crate::layer2::interfaces::HostIface;
+use crate::view::ServiceKey;
 
 /// What the announcer needs to know besides the plan, refreshed by the decision loop before
 /// every `converge`.
@@ -90,6 +92,10 @@ pub struct Announcer {
     /// Peers already warned about (password from a Secret, unnumbered), not to repeat it
     /// every pass.
     warned: BTreeSet<String>,
+    /// Where each session is reported (status objects, Events, metrics); none in unit tests.
+    reporting: Option<Reporting>,
+    /// Sessions started so far: each one's reports carry its number.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Announcer {
@@ -129,7 +135,50 @@ impl Announcer {
             context: Context::default(),
             sessions: BTreeMap::new(),
             warned: BTreeSet::new(),
+            reporting: None,
+            generation: 0,
         }
+    }
+
+    /// Reports every session from now on: its `BGPSessionState`, Events and metrics.
+    pub fn with_reporting(mut self, reporting: Reporting) -> Self {
+        self.reporting = Some(reporting);
+        self
+    }
+
+    /// Service → the BGPPeers its IPs are advertised to from this node under `desired`
+    /// (what the `ServiceBGPStatus` objects list): the running sessions that carry at least
+    /// one of its prefixes.
+    pub fn advertised_to(
+        &self,
+        desired: &BTreeMap<IpAddr, Announcement>,
+    ) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+        let mut out: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+        for (name, running) in &self.sessions {
+            let Some(peer) = self.context.peers.get(name) else {
+                continue;
+            };
+            let routes = running.routes.borrow();
+            for (ip, announcement) in desired {
+                let carried = routes.routes().keys().any(|prefix| prefix.contains(ip));
+                if !carried || !self.advertises(peer, announcement) {
+                    continue;
+                }
+                for service in &announcement.services {
+                    out.entry(service.clone()).or_default().insert(name.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether one of the announcement's BGPAdvertisements is for `peer`.
+    fn advertises(&self, peer: &Peer, announcement: &Announcement) -> bool {
+        self.context
+            .advertisements
+            .iter()
+            .filter(|ad| announcement.advertisements.contains(&ad.name))
+            .any(|ad| ad.peers.is_empty() || ad.peers.contains(&peer.name))
     }
 
     /// The configuration, node labels and interfaces the next `converge` uses.
@@ -194,6 +243,8 @@ impl Announcer {
                 _ => None,
             })
             .unwrap_or_else(|| router_id_from_name(&self.node));
+        // A session the user asked to protect with TCP-MD5 never starts without the key: the
+        // router would refuse it anyway, and an unkeyed attempt is what the key is there to stop.
         let md5_key = match &peer.password {
             None => None,
             Some(PeerPassword::Plain(password))
@@ -204,21 +255,18 @@ impl Announcer {
                 Ok(key) => Some(key),
                 Err(err) => {
                     if self.warned.insert(format!("{}/md5", peer.name)) {
-                        warn!(peer = %peer.name, error = %err, "unusable TCP-MD5 password: session without MD5");
+                        warn!(peer = %peer.name, error = %err, "unusable TCP-MD5 password: session not started");
                     }
-                    None
+                    return None;
                 }
             },
             Some(PeerPassword::Secret { name, .. }) => {
-                // The speaker does not read Secrets (yet): the session goes without MD5, and a
-                // router that requires it will not accept it.
+                // Only without Secrets to look in (a valid configuration in the speaker has the
+                // password): not started.
                 if self.warned.insert(format!("{}/secret", peer.name)) {
-                    warn!(
-                        peer = %peer.name, secret = %name,
-                        "passwordSecret is not read by the speaker yet: session without TCP-MD5"
-                    );
+                    warn!(peer = %peer.name, secret = %name, "the passwordSecret's password is not known: session not started");
                 }
-                None
+                return None;
             }
         };
         let mut session = SessionConfig::from_peer(peer, router_id, families);
@@ -461,6 +509,15 @@ impl crate::announcer::Announcer for Announcer {
                 families = ?config.session.families, md5 = config.md5_key.is_some(), prefixes,
                 mode = "bgp", "starting BGP session"
             );
+            self.generation += 1;
+            if let Some(reporting) = &self.reporting {
+                self.tracker.spawn(report::run(
+                    name.clone(),
+                    self.generation,
+                    status_rx.clone(),
+                    reporting.clone(),
+                ));
+            }
             self.tracker.spawn(session::run(
                 config.clone(),
                 routes_rx,
@@ -518,7 +575,6 @@ mod tests {
             password: None,
             bfd_profile: None,
             ebgp_multihop: false,
-            vrf: None,
             enable_graceful_restart: false,
             dual_stack_address_family: false,
         }

@@ -121,6 +121,10 @@ pub enum DownReason {
     },
     NotificationReceived(Notification),
     ConnectFailed,
+    /// The TCP handshake did not finish within the ConnectRetry time (it is retried). A peer
+    /// that drops our SYNs looks like this, and so does one whose TCP-MD5 key differs (the
+    /// kernel discards segments with a wrong or missing signature, RFC 2385).
+    ConnectTimedOut(Duration),
     ConnectionClosed,
     /// RFC 4271 §6.8: the other connection to the same peer was kept.
     CollisionResolved,
@@ -143,6 +147,10 @@ impl fmt::Display for DownReason {
                 write!(f, "NOTIFICATION {notification} received")
             }
             DownReason::ConnectFailed => f.write_str("TCP connection failed"),
+            DownReason::ConnectTimedOut(after) => write!(
+                f,
+                "TCP connection not established within {after:?} (peer unreachable, port filtered, or TCP-MD5 key mismatch)"
+            ),
             DownReason::ConnectionClosed => f.write_str("TCP connection closed"),
             DownReason::CollisionResolved => {
                 f.write_str("connection collision: the other connection was kept")
@@ -552,7 +560,9 @@ impl Session {
                 self.state = State::OpenSent;
             }
             (State::Connect, Event::TimerExpired(Timer::ConnectRetry)) => {
-                // The attempt hangs: drop it and try again.
+                // The attempt hangs: drop it and try again, saying so in the status (without
+                // it a session that never connects would show no reason at all).
+                self.last_error = Some(DownReason::ConnectTimedOut(self.config.connect_retry_time));
                 actions.push(Action::CloseConnection);
                 self.connect(&mut actions);
             }
@@ -1243,6 +1253,11 @@ mod tests {
                 Action::Connect
             ]
         );
+        // The status says why nothing comes up (an MD5 mismatch looks exactly like this).
+        assert_eq!(
+            replay.session.last_error(),
+            Some(&DownReason::ConnectTimedOut(Duration::from_secs(10)))
+        );
     }
 
     #[test]
@@ -1495,7 +1510,6 @@ mod tests {
             password: None,
             bfd_profile: None,
             ebgp_multihop: false,
-            vrf: None,
             enable_graceful_restart: false,
             dual_stack_address_family: true,
         };

@@ -2,11 +2,13 @@
 //!
 //! - [`plan`]: pure, which IPs this node advertises and to which peers' advertisements.
 //! - [`Announcer`] ([`announcer`]): one [`session`] task per BGPPeer that applies to this node,
-//!   each fed the routes ([`announcer::routes_for`]) it should carry.
+//!   each fed the routes ([`announcer::routes_for`]) it should carry, and one [`report`] task
+//!   beside it (BGPSessionState, Events, metrics).
 
 pub mod announcer;
 pub mod codec;
 pub mod fsm;
+pub mod report;
 pub mod session;
 
 use std::collections::{BTreeMap, BTreeSet};

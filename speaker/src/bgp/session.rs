@@ -146,6 +146,60 @@ pub struct SessionStatus {
     pub last_error: Option<String>,
     /// Sessions that reached Established, since the task started.
     pub sessions_established: u64,
+    /// Messages written to the peer, by type, since the task started.
+    pub sent: MessageCounts,
+    /// Messages received from the peer (framed, before decoding), by type.
+    pub received: MessageCounts,
+}
+
+/// BGP messages by type (RFC 4271 §4.1 type codes; ROUTE-REFRESH is RFC 2918's 5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    pub open: u64,
+    pub update: u64,
+    pub notification: u64,
+    pub keepalive: u64,
+    pub route_refresh: u64,
+    /// A type code that is none of those (received only: it is a header error).
+    pub other: u64,
+}
+
+impl MessageCounts {
+    /// Counts one message of header type `code`.
+    pub fn count(&mut self, code: u8) {
+        match code {
+            1 => self.open += 1,
+            2 => self.update += 1,
+            3 => self.notification += 1,
+            4 => self.keepalive += 1,
+            5 => self.route_refresh += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    /// Counts every message in `bytes`, a run of whole encoded messages.
+    fn count_all(&mut self, mut bytes: &[u8]) {
+        while bytes.len() >= codec::HEADER_LEN {
+            let len = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+            self.count(bytes[18]);
+            if len < codec::HEADER_LEN || len > bytes.len() {
+                return;
+            }
+            bytes = &bytes[len..];
+        }
+    }
+
+    /// `(type label, count)` for every type, for the metrics.
+    pub fn by_type(&self) -> [(&'static str, u64); 6] {
+        [
+            ("open", self.open),
+            ("update", self.update),
+            ("notification", self.notification),
+            ("keepalive", self.keepalive),
+            ("route_refresh", self.route_refresh),
+            ("other", self.other),
+        ]
+    }
 }
 
 impl SessionStatus {
@@ -159,6 +213,8 @@ impl SessionStatus {
             prefixes_sent: 0,
             last_error: None,
             sessions_established: 0,
+            sent: MessageCounts::default(),
+            received: MessageCounts::default(),
         }
     }
 }
@@ -210,6 +266,8 @@ struct Task {
     sessions_established: u64,
     /// Routes left out because the session cannot carry them, reported once per session.
     told_unsendable: bool,
+    sent_messages: MessageCounts,
+    received_messages: MessageCounts,
 }
 
 /// One input of the loop.
@@ -271,6 +329,8 @@ impl Task {
             sent: BTreeMap::new(),
             sessions_established: 0,
             told_unsendable: false,
+            sent_messages: MessageCounts::default(),
+            received_messages: MessageCounts::default(),
         }
     }
 
@@ -364,6 +424,8 @@ impl Task {
                 Ok(Message::RouteRefresh(family)) => Event::RouteRefreshMsg(family),
                 Err(error) => Event::DecodeError(error),
             };
+            self.received_messages
+                .count(self.buf[codec::HEADER_LEN - 1]);
             self.buf.drain(..len);
             self.feed(event).await;
         }
@@ -490,7 +552,10 @@ impl Task {
         };
         let result = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
         let error = match result {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                self.sent_messages.count_all(&bytes);
+                return;
+            }
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!("the peer did not read for {WRITE_TIMEOUT:?}"),
         };
@@ -609,6 +674,8 @@ impl Task {
             },
             last_error: self.fsm.last_error().map(ToString::to_string),
             sessions_established: self.sessions_established,
+            sent: self.sent_messages,
+            received: self.received_messages,
         };
         self.status.send_if_modified(|current| {
             if *current == status {
