@@ -1,7 +1,13 @@
-//! `lab up --demo`: the layer2 demo (the controller is required; without a real speaker the demo
-//! stops after showing the assigned IPs). An IPAddressPool + L2Advertisement, a dual-stack
-//! LoadBalancer Service `default/demo` whose EndpointSlices point at an HTTP responder on every
-//! node, and `curl` from `client` to the IPs FerroLB assigned and announces.
+//! `lab up --demo` (the controller is required; without a real speaker the demo stops after
+//! showing the assigned IPs):
+//!
+//! - layer2: an IPAddressPool + L2Advertisement and a dual-stack LoadBalancer Service
+//!   `default/demo` whose EndpointSlices point at an HTTP responder on every node; `curl` from
+//!   `client`, on the node LAN, to the IPs FerroLB assigned and announces;
+//! - BGP: a second pool (`autoAssign: false`, from 203.0.113.128/25 and 2001:db8:ee::/64), a
+//!   BGPAdvertisement with community 64513:100, two BGPPeers (the lab router's IPv4 and IPv6
+//!   addresses) and a second Service `default/demo-bgp` that asks for that pool; the router's
+//!   kernel route with one next hop per node, and `curl` from `ext`, beyond the router.
 //!
 //! There is no kube-proxy in the lab, so the demo does its job on each node: the Service IPs go
 //! on `lo` (as IPVS mode binds them, with `strictARP`'s `arp_ignore`/`arp_announce`, so the
@@ -20,6 +26,7 @@ use crate::cmd;
 use crate::controlplane::{ControlPlane, FERROLB_NAMESPACE};
 use crate::lab::{Lab, real_binary};
 use crate::netlab::netns;
+use crate::netlab::topology::{NODE_ASN, ROUTER_ASN, ROUTER_LAN_V4, ROUTER_LAN_V6};
 use crate::process::Background;
 
 /// The demo pool, inside the node LAN so that layer2 announcements reach the client.
@@ -27,6 +34,11 @@ pub const DEMO_POOL: [&str; 2] = ["192.0.2.100-192.0.2.109", "2001:db8:2::100-20
 /// Port of the HTTP responders on the nodes (the Service's targetPort).
 pub const RESPONDER_PORT: u16 = 8080;
 const SERVICE: &str = "demo";
+/// The BGP half's pool (not auto-assigned: only Services that ask for it get its addresses).
+pub const DEMO_BGP_POOL: [&str; 2] = ["203.0.113.128/25", "2001:db8:ee::/64"];
+const BGP_SERVICE: &str = "demo-bgp";
+/// The community the demo's BGPAdvertisement attaches.
+pub const DEMO_COMMUNITY: &str = "64513:100";
 const NFT_TABLE: &str = "ferrolb-demo";
 const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
 const REACH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,17 +58,55 @@ metadata: {{name: demo, namespace: {FERROLB_NAMESPACE}}}
 spec:
   ipAddressPools: [demo]
 ---
+apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: demo-bgp, namespace: {FERROLB_NAMESPACE}}}
+spec:
+  addresses: [\"{}\", \"{}\"]
+  autoAssign: false
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {{name: demo-bgp, namespace: {FERROLB_NAMESPACE}}}
+spec:
+  ipAddressPools: [demo-bgp]
+  communities: [\"{DEMO_COMMUNITY}\"]
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {{name: router-v4, namespace: {FERROLB_NAMESPACE}}}
+spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V4}\"}}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {{name: router-v6, namespace: {FERROLB_NAMESPACE}}}
+spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V6}\"}}
+",
+        DEMO_POOL[0], DEMO_POOL[1], DEMO_BGP_POOL[0], DEMO_BGP_POOL[1]
+    );
+    yaml.push_str(&service_manifest(SERVICE, None, nodes));
+    yaml.push_str(&service_manifest(BGP_SERVICE, Some("demo-bgp"), nodes));
+    yaml
+}
+
+/// A dual-stack LoadBalancer Service (from `pool` if given) and its two EndpointSlices, one
+/// ready endpoint per node.
+fn service_manifest(name: &str, pool: Option<&str>, nodes: &[(String, String, String)]) -> String {
+    let annotations = pool.map_or(String::new(), |pool| {
+        format!(", annotations: {{ferrolb.io/address-pool: {pool}}}")
+    });
+    let mut yaml = format!(
+        "---
 apiVersion: v1
 kind: Service
-metadata: {{name: {SERVICE}, namespace: default}}
+metadata: {{name: {name}, namespace: default{annotations}}}
 spec:
   type: LoadBalancer
   ipFamilyPolicy: PreferDualStack
   ipFamilies: [IPv4, IPv6]
-  selector: {{app: demo}}
+  selector: {{app: {name}}}
   ports: [{{name: http, port: 80, targetPort: {RESPONDER_PORT}, protocol: TCP}}]
-",
-        DEMO_POOL[0], DEMO_POOL[1]
+"
     );
     // No kubelet and no endpoint controller pods: the EndpointSlices are written by hand.
     for (family, pick) in [("IPv4", 1), ("IPv6", 2)] {
@@ -66,9 +116,9 @@ spec:
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: {SERVICE}-{lower}
+  name: {name}-{lower}
   namespace: default
-  labels: {{kubernetes.io/service-name: {SERVICE}, endpointslice.kubernetes.io/managed-by: ferrolb-lab}}
+  labels: {{kubernetes.io/service-name: {name}, endpointslice.kubernetes.io/managed-by: ferrolb-lab}}
 addressType: {family}
 ports: [{{name: http, port: {RESPONDER_PORT}, protocol: TCP}}]
 endpoints:
@@ -158,16 +208,31 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
     ])?;
     println!("demo: applied {}", manifest_path.display());
 
-    let service_ips = wait_for_ingress(control_plane)?;
+    let service_ips = wait_for_ingress(control_plane, SERVICE)?;
+    let bgp_ips = wait_for_ingress(control_plane, BGP_SERVICE)?;
     // `lab fail` reads them from here, so that it works while the API server is away too.
     fs::write(dir.join(SERVICE_IPS_FILE), service_ips.join("\n") + "\n")?;
+    fs::write(dir.join(BGP_SERVICE_IPS_FILE), bgp_ips.join("\n") + "\n")?;
     println!(
-        "demo: Service default/{SERVICE} got {}",
+        "demo: Service default/{SERVICE} got {} (layer2)",
         service_ips.join(", ")
     );
     println!(
-        "demo: kubectl get svc {SERVICE}\n{}",
-        control_plane.kubectl_output(["get", "svc", SERVICE, "-n", "default", "-o", "wide"])?
+        "demo: Service default/{BGP_SERVICE} got {} (BGP)",
+        bgp_ips.join(", ")
+    );
+    println!(
+        "demo: kubectl get svc {SERVICE} {BGP_SERVICE}\n{}",
+        control_plane.kubectl_output([
+            "get",
+            "svc",
+            SERVICE,
+            BGP_SERVICE,
+            "-n",
+            "default",
+            "-o",
+            "wide"
+        ])?
     );
 
     if let Err(why) = speaker {
@@ -175,8 +240,9 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let all_ips: Vec<String> = service_ips.iter().chain(&bgp_ips).cloned().collect();
     let ruleset = dir.join("kube-proxy.nft");
-    fs::write(&ruleset, nft_ruleset(&service_ips))?;
+    fs::write(&ruleset, nft_ruleset(&all_ips))?;
     for (name, _, _) in &nodes {
         let ns = topology.ns(name);
         let mut delete = netns::exec(&ns, "nft");
@@ -186,7 +252,7 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
         let mut apply = netns::exec(&ns, "nft");
         apply.arg("-f").arg(&ruleset);
         cmd::run(apply)?;
-        bind_service_ips_on_lo(&ns, &service_ips)?;
+        bind_service_ips_on_lo(&ns, &all_ips)?;
     }
 
     let client = topology.client_ns();
@@ -200,16 +266,75 @@ pub fn run(lab: &Lab, control_plane: &ControlPlane) -> anyhow::Result<()> {
             neighbour.trim()
         );
     }
+
+    // The BGP half: the router learns the IPs from every node and spreads over them (ECMP).
+    let router = topology.router_ns();
+    let node_count = nodes.len();
+    for ip in &bgp_ips {
+        let route = wait_for_router_route(&router, ip, node_count)?;
+        println!(
+            "demo: router's route to {ip} (ip -n {router} route show {ip}):\n{}",
+            route.trim_end()
+        );
+    }
+    let ext = topology.ext_ns();
+    for ip in &bgp_ips {
+        let url = service_url(ip);
+        let answer = curl_until_answered(&ext, &url)?;
+        println!(
+            "demo: curl {url} from ext (through the router) -> {}",
+            answer.trim()
+        );
+    }
     println!(
-        "demo: try `ip netns exec {client} curl http://{}/`, then `cargo xtask lab fail <node>` \
-         to cut the answering node off and see another node answer",
+        "demo: try `ip netns exec {client} curl http://{}/` and `ip netns exec {ext} curl http://{}/`, \
+         then `cargo xtask lab fail <node>` to cut a node off: another node answers the layer2 IP \
+         and the router drops that node's next hop",
         service_ips.first().map_or("<ip>", String::as_str),
+        bgp_ips.first().map_or("<ip>", String::as_str),
     );
     Ok(())
 }
 
+/// `ip route show` of `ip` in the router namespace (multi-line with ECMP).
+fn router_route(router_ns: &str, ip: &str) -> String {
+    let family = if ip.contains(':') { "-6" } else { "-4" };
+    netns::ip(router_ns, &[family, "route", "show", ip]).unwrap_or_default()
+}
+
+/// The next hops of the router's kernel route to `ip` (`nexthop via X` lines, or one `via X`).
+pub fn router_next_hops(router_ns: &str, ip: &str) -> Vec<String> {
+    let route = router_route(router_ns, ip);
+    let words: Vec<&str> = route.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect()
+}
+
+/// Waits until the router's kernel route to `ip` has `count` next hops; returns the route.
+fn wait_for_router_route(router_ns: &str, ip: &str, count: usize) -> anyhow::Result<String> {
+    let deadline = Instant::now() + REACH_TIMEOUT;
+    loop {
+        if router_next_hops(router_ns, ip).len() == count {
+            return Ok(router_route(router_ns, ip));
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "demo: the router has no route to {ip} via {count} nodes within {REACH_TIMEOUT:?} \
+                 (now: {:?}); see speaker-*.log and router/bgpd.log in the run directory",
+                router_route(router_ns, ip)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Where `run` records the demo Service's IPs (one per line) in the demo directory.
 const SERVICE_IPS_FILE: &str = "service-ips";
+/// The same for the BGP Service.
+const BGP_SERVICE_IPS_FILE: &str = "bgp-service-ips";
 
 /// `lab fail NODE`: cuts NODE off the LAN (its switch port goes down, as when a server dies) and
 /// curls the demo Service from `client` until another node answers, printing how long it took.
@@ -237,6 +362,27 @@ pub fn fail(lab: &Lab, node: &str) -> anyhow::Result<()> {
         let before = curl_until_answered(&client, url)?;
         println!("fail: before: curl {url} -> {}", before.trim());
     }
+    let router = topology.router_ns();
+    let node_hops: Vec<String> = topology
+        .nodes()
+        .filter(|n| n.name == node)
+        .flat_map(|n| [n.ipv4.to_string(), n.ipv6.to_string()])
+        .collect();
+    // Absent when the demo ran before it had a BGP half.
+    let bgp_ips: Vec<String> =
+        fs::read_to_string(lab.run_dir().join("demo").join(BGP_SERVICE_IPS_FILE))
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_string)
+            .collect();
+    for ip in &bgp_ips {
+        println!(
+            "fail: before: router's next hops for {ip}: {}",
+            router_next_hops(&router, ip).join(", ")
+        );
+    }
     lab.netlab.set_port(node, false)?;
     let cut = Instant::now();
     println!(
@@ -263,6 +409,28 @@ pub fn fail(lab: &Lab, node: &str) -> anyhow::Result<()> {
                 ),
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
+        }
+    }
+    // BGP: the router drops the node's next hop when its session goes down (the lab router's
+    // hold time is 3 s; BFD would be faster).
+    for ip in &bgp_ips {
+        let deadline = Instant::now() + REACH_TIMEOUT;
+        loop {
+            let hops = router_next_hops(&router, ip);
+            if !hops.is_empty() && !hops.iter().any(|h| node_hops.contains(h)) {
+                println!(
+                    "fail: after {:>5} ms: router's next hops for {ip}: {}",
+                    cut.elapsed().as_millis(),
+                    hops.join(", ")
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "fail: the router still routes {ip} via {node} (or nowhere) after {REACH_TIMEOUT:?}: {hops:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     println!("fail: bring {node} back with `cargo xtask lab heal {node}`");
@@ -313,13 +481,13 @@ pub fn bind_service_ips_on_lo(ns: &str, service_ips: &[String]) -> anyhow::Resul
     Ok(())
 }
 
-fn wait_for_ingress(control_plane: &ControlPlane) -> anyhow::Result<Vec<String>> {
+fn wait_for_ingress(control_plane: &ControlPlane, service: &str) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + ASSIGN_TIMEOUT;
     loop {
         let ips = control_plane.kubectl_output([
             "get",
             "service",
-            SERVICE,
+            service,
             "-n",
             "default",
             "-o",
@@ -331,7 +499,7 @@ fn wait_for_ingress(control_plane: &ControlPlane) -> anyhow::Result<Vec<String>>
         }
         if Instant::now() >= deadline {
             anyhow::bail!(
-                "demo: Service default/{SERVICE} got no IP within {ASSIGN_TIMEOUT:?}; see controller.log in the run directory"
+                "demo: Service default/{service} got no IP within {ASSIGN_TIMEOUT:?}; see controller.log in the run directory"
             );
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -367,11 +535,15 @@ mod tests {
             "2001:db8:2::11".to_string(),
         )];
         let yaml = manifest(&nodes);
-        assert_eq!(yaml.matches("\n---\n").count(), 4, "{yaml}");
+        assert_eq!(yaml.matches("\n---\n").count(), 11, "{yaml}");
         assert!(yaml.contains(
             "addresses: [\"192.0.2.100-192.0.2.109\", \"2001:db8:2::100-2001:db8:2::109\"]"
         ));
         assert!(yaml.contains("ipAddressPools: [demo]"));
+        assert!(yaml.contains("ipAddressPools: [demo-bgp]"));
+        assert!(yaml.contains("annotations: {ferrolb.io/address-pool: demo-bgp}"));
+        assert!(yaml.contains("kubernetes.io/service-name: demo-bgp"));
+        assert!(yaml.contains("peerAddress: \"2001:db8:2::1\""));
         assert!(yaml.contains("addressType: IPv6"));
         assert!(yaml.contains("- addresses: [\"2001:db8:2::11\"]\n  nodeName: node1"));
     }
