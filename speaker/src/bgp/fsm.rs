@@ -121,6 +121,9 @@ pub enum DownReason {
     },
     NotificationReceived(Notification),
     ConnectFailed,
+    /// The connect retry timer ended an attempt that got no answer (a filter, or a peer whose
+    /// kernel drops our SYNs: a TCP-MD5 key it does not have).
+    ConnectTimedOut,
     ConnectionClosed,
     /// RFC 4271 §6.8: the other connection to the same peer was kept.
     CollisionResolved,
@@ -143,6 +146,7 @@ impl fmt::Display for DownReason {
                 write!(f, "NOTIFICATION {notification} received")
             }
             DownReason::ConnectFailed => f.write_str("TCP connection failed"),
+            DownReason::ConnectTimedOut => f.write_str("TCP connection timed out"),
             DownReason::ConnectionClosed => f.write_str("TCP connection closed"),
             DownReason::CollisionResolved => {
                 f.write_str("connection collision: the other connection was kept")
@@ -552,7 +556,9 @@ impl Session {
                 self.state = State::OpenSent;
             }
             (State::Connect, Event::TimerExpired(Timer::ConnectRetry)) => {
-                // The attempt hangs: drop it and try again.
+                // The attempt hangs: drop it and try again. Not a trip through Idle, but the
+                // status must still say why there is no session.
+                self.last_error = Some(DownReason::ConnectTimedOut);
                 actions.push(Action::CloseConnection);
                 self.connect(&mut actions);
             }
@@ -1242,6 +1248,10 @@ mod tests {
                 Action::StartTimer(Timer::ConnectRetry, Duration::from_secs(10)),
                 Action::Connect
             ]
+        );
+        assert_eq!(
+            replay.session.last_error(),
+            Some(&DownReason::ConnectTimedOut)
         );
     }
 
