@@ -53,8 +53,6 @@ pub enum RoutersError {
     },
     #[error("{router} did not listen on port 179 within {START_TIMEOUT:?}; its log:\n{log}")]
     NotListening { router: &'static str, log: String },
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// A neighbour of the router: a speaker that dials it from `address` with AS `asn`.
@@ -62,18 +60,11 @@ pub enum RoutersError {
 pub struct Neighbor {
     pub address: IpAddr,
     pub asn: u32,
-    /// Whether the router offers the 4-octet AS capability (RFC 6793) to this neighbour. Off,
-    /// it acts as a 2-octet-only ("OLD") speaker: only BIRD can (`enable as4 off`).
-    pub four_octet_as: bool,
 }
 
 impl Neighbor {
     pub fn new(address: IpAddr, asn: u32) -> Neighbor {
-        Neighbor {
-            address,
-            asn,
-            four_octet_as: true,
-        }
+        Neighbor { address, asn }
     }
 }
 
@@ -238,16 +229,11 @@ pub fn bird_conf(log: &Path, asn: u32, neighbors: &[Neighbor]) -> String {
         // a test's next session in at once after one was closed (BIRD's default is 60 s).
         conf.push_str(&format!(
             "protocol bgp {name} {{\n  local {local} as {asn};\n  neighbor {address} as {peer_asn};\n  \
-             passive on;\n  direct;\n  error wait time 1, 2;\n{as4}  {family} {{ import all; export none; }};\n}}\n",
+             passive on;\n  direct;\n  error wait time 1, 2;\n  {family} {{ import all; export none; }};\n}}\n",
             name = bird_protocol(index),
             local = local_address(neighbor),
             address = neighbor.address,
             peer_asn = neighbor.asn,
-            as4 = if neighbor.four_octet_as {
-                ""
-            } else {
-                "  enable as4 off;\n"
-            },
         ));
     }
     conf
@@ -470,12 +456,6 @@ pub fn gobgp_conf(asn: u32, neighbors: &[Neighbor]) -> String {
 impl Gobgp {
     /// Stops FRR and starts gobgpd in AS `asn` with these neighbours.
     pub fn start(netlab: &Netlab, asn: u32, neighbors: &[Neighbor]) -> Result<Gobgp, RoutersError> {
-        if let Some(n) = neighbors.iter().find(|n| !n.four_octet_as) {
-            return Err(RoutersError::Unsupported(format!(
-                "GoBGP always offers the 4-octet AS capability (neighbour {})",
-                n.address
-            )));
-        }
         let dir = netlab.run_dir.join("gobgp");
         let conf = write_file(&dir, "gobgpd.toml", &gobgp_conf(asn, neighbors))?;
         let args = vec![
@@ -697,10 +677,7 @@ mod tests {
     fn neighbors() -> Vec<Neighbor> {
         vec![
             Neighbor::new("192.0.2.11".parse().unwrap(), 64513),
-            Neighbor {
-                four_octet_as: false,
-                ..Neighbor::new("2001:db8:2::11".parse().unwrap(), 23456)
-            },
+            Neighbor::new("2001:db8:2::11".parse().unwrap(), 4_200_000_001),
         ]
     }
 
@@ -715,8 +692,7 @@ mod tests {
             "  ipv4 { import all; export none; };",
             "protocol bgp peer1 {",
             "  local 2001:db8:2::1 as 64512;",
-            "  neighbor 2001:db8:2::11 as 23456;",
-            "  enable as4 off;",
+            "  neighbor 2001:db8:2::11 as 4200000001;",
             "  ipv6 { import all; export none; };",
             "  passive on;",
             "  direct;",
@@ -724,7 +700,6 @@ mod tests {
         ] {
             assert!(conf.contains(line), "missing {line:?} in\n{conf}");
         }
-        assert_eq!(conf.matches("enable as4 off").count(), 1);
     }
 
     #[test]
