@@ -15,6 +15,7 @@
 
 pub mod netns;
 pub mod router;
+pub mod routers;
 pub mod topology;
 
 use std::path::{Path, PathBuf};

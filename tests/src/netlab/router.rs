@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CmdError};
 use crate::netlab::topology::{LAN_V4_NET, LAN_V6_NET, ROUTER_ASN, ROUTER_LAN_V4};
-use crate::process::{Background, ProcessError};
+use crate::process::{self, Background, ProcessError};
 
 /// Where FRR keeps its per-pathspace sockets (`/var/run/frr/<pathspace>/`).
 pub const FRR_STATE_DIR: &str = "/var/run/frr";
@@ -29,6 +30,13 @@ pub enum RouterError {
     },
     #[error("FRR is not installed ({0} missing; apt-get install frr)")]
     NotInstalled(String),
+    #[error("FRR daemons still running after SIGKILL: {0:?}")]
+    StillRunning(Vec<i32>),
+}
+
+/// The name of a daemon's [`Background`] process (its `<name>.pid` and `<name>.log` files).
+fn process_name(daemon: &str) -> String {
+    format!("{daemon}-proc")
 }
 
 /// The daemons, in start order (bgpd and bfdd connect to zebra).
@@ -172,7 +180,7 @@ impl Router {
             // Our own pid file (the daemon's `-i` one is written by the daemon as well); stdout
             // and stderr go to `<daemon>.out` next to FRR's own log.
             Background {
-                name: &format!("{daemon}-proc"),
+                name: &process_name(daemon),
                 ns: &self.ns,
                 program: &program,
                 args,
@@ -185,6 +193,42 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Stops the daemons this lab started (by their pid files), for tests that put another BGP
+    /// router in the namespace (`netlab::routers`): bgpd holds port 179, and without it zebra
+    /// and bfdd have nothing to do. A daemon already gone is fine.
+    pub fn stop(&self) -> Result<(), RouterError> {
+        let pids: Vec<i32> = DAEMONS
+            .iter()
+            .filter_map(|daemon| {
+                process::read_pid(&self.dir.join(format!("{}.pid", process_name(daemon))))
+            })
+            .filter(|pid| self.entered_namespace(*pid))
+            .collect();
+        let survivors = process::stop(&pids, Duration::from_secs(3));
+        if survivors.is_empty() {
+            Ok(())
+        } else {
+            Err(RouterError::StillRunning(survivors))
+        }
+    }
+
+    /// Whether `pid` (from one of our pid files) is a live process in the router namespace. One
+    /// started a moment ago may still be `ip netns exec` before its `setns`: it gets a second.
+    /// A stale pid file's pid that another process reuses never enters the namespace.
+    fn entered_namespace(&self, pid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while process::is_alive(pid) {
+            if process::in_netns(pid, &self.ns) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     /// `vtysh -N <ns> -c <command>`: the router's answer.
@@ -224,9 +268,9 @@ fn others_can_traverse(dir: &Path) -> bool {
 /// zebra creates its API socket a moment after starting; bgpd retries anyway, this just avoids
 /// an error line in its log.
 fn wait_for_socket(path: &Path) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while !path.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
