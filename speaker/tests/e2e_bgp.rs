@@ -13,6 +13,9 @@
 //! - `externalTrafficPolicy: Local` with the endpoint on node2 only: only node2's path remains;
 //! - the Service deleted: the routes are withdrawn.
 //!
+//! `e2e_bgp_legacy_configmap`: the same from MetalLB's legacy ConfigMap (`peers:`, a `protocol:
+//! bgp` pool with `bgp-advertisements` and a `bgp-communities` alias), as tutorials write it.
+//!
 //! A second test, `e2e_bgp_status_secret_and_ext`, checks what a user reads and the
 //! `passwordSecret` path: the BGPPeer's TCP-MD5 key comes from a Secret, first a wrong one (the
 //! session stays down, its BGPSessionState shows why), then the right one (the session is
@@ -513,4 +516,77 @@ fn e2e_bgp_status_secret_and_ext() {
             .then_some(())
             .ok_or_else(|| format!("{left:?}"))
     });
+}
+
+/// MetalLB's legacy ConfigMap, BGP half: a peer, a `protocol: bgp` pool, an advertisement with
+/// a community alias.
+const LEGACY_BGP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: config, namespace: ferrolb-system}
+data:
+  config: |
+    peers:
+    - peer-address: 192.0.2.1
+      peer-asn: 64512
+      my-asn: 64513
+    bgp-communities:
+      lab: 64513:100
+    address-pools:
+    - name: legacy-bgp
+      protocol: bgp
+      addresses:
+      - 203.0.113.192/27
+      bgp-advertisements:
+      - aggregation-length: 32
+        communities: [lab]
+";
+
+#[test]
+fn e2e_bgp_legacy_configmap() {
+    let test = "e2e_bgp_legacy_configmap";
+    let Some(lab) = TestLab::start(test, 2).unwrap() else {
+        return;
+    };
+    let nodes = ["node1", "node2"];
+    let probe = L2Probe::new(&lab);
+    let router = lab.netlab().router();
+    probe.apply("legacy", LEGACY_BGP);
+    // An IPv4-only Service (the legacy pool has no IPv6 range).
+    let svc = service(false, &nodes)
+        .replace(
+            "ipFamilyPolicy: RequireDualStack",
+            "ipFamilyPolicy: SingleStack",
+        )
+        .replace("ipFamilies: [IPv4, IPv6]", "ipFamilies: [IPv4]");
+    probe.apply("svc", &svc);
+    let v4 = eventually("web gets an IPv4 address from the legacy pool", || {
+        let ip = probe.kubectl(&[
+            "get",
+            "svc",
+            "-n",
+            "default",
+            "web",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        ip.trim()
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| format!("ingress {ip:?}"))
+    });
+    assert!(
+        "203.0.113.192/27"
+            .parse::<ipnet::Ipv4Net>()
+            .unwrap()
+            .contains(&v4),
+        "{v4}"
+    );
+    // Both nodes, with the alias's community (wait_paths checks it and the AS path).
+    wait_paths(&router, &format!("{v4}/32"), &nodes);
+    let sessions = items(&probe, "bgpsessionstates");
+    let names: BTreeSet<String> = sessions
+        .iter()
+        .filter_map(|o| o["status"]["peer"].as_str().map(str::to_string))
+        .collect();
+    eprintln!("legacy peer's sessions: {names:?}");
+    assert_eq!(names.len(), 1, "{sessions:?}");
 }
