@@ -46,8 +46,47 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     ];
     for crd in &mut crds {
         reflow_descriptions(crd);
+        if OPTIONAL_SPEC_KINDS.contains(&crd.spec.names.kind.as_str()) {
+            optional_spec(crd);
+        }
     }
     crds
+}
+
+/// Kinds whose `spec` may be left out, meaning the same as `spec: {}`: MetalLB's quick start
+/// writes an L2Advertisement (or BGPAdvertisement) with only `metadata` ("advertise every
+/// pool"). `crate::config::input` fills in the same default for files.
+pub const OPTIONAL_SPEC_KINDS: [&str; 2] = ["L2Advertisement", "BGPAdvertisement"];
+
+/// Makes `spec` optional with the default `{}`: the API server stores the default, so every
+/// reader (typed clients included) sees `spec: {}`.
+fn optional_spec(crd: &mut CustomResourceDefinition) {
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = schema.required.as_mut() {
+            required.retain(|field| field != "spec");
+            if required.is_empty() {
+                schema.required = None;
+            }
+        }
+        if let Some(spec) = schema
+            .properties
+            .as_mut()
+            .and_then(|properties| properties.get_mut("spec"))
+        {
+            spec.default = Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                    serde_json::json!({}),
+                ),
+            );
+        }
+    }
 }
 
 /// Joins the hard-wrapped lines of doc comments into one line per paragraph in every schema

@@ -1985,3 +1985,17 @@ fn hostile_non_utf8_like_and_control_characters() {
         ],
     );
 }
+
+// MetalLB's quick start: an advertisement with only metadata advertises every pool, in either
+// API group, as `spec: {}` does; an explicit `spec:` with no value too.
+#[test]
+fn advertisements_without_spec_advertise_every_pool() {
+    let yaml = pool("a", "{addresses: [10.0.0.0/24]}")
+        + &pool("b", "{addresses: [10.0.1.0/24]}")
+        + "---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2, namespace: metallb-system}\n"
+        + "---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: bgp, namespace: ferrolb-system}\nspec:\n";
+    let (config, _) = assert_valid(&yaml);
+    assert_eq!(config.l2_advertisements[0].pools, ["a", "b"]);
+    assert_eq!(config.bgp_advertisements[0].pools, ["a", "b"]);
+    assert_eq!(config.bgp_advertisements[0].aggregation_length, 32);
+}

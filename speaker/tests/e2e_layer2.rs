@@ -196,3 +196,85 @@ spec: {addresses: [192.0.2.240/29]}
         },
     );
 }
+
+/// MetalLB's quick start: an L2Advertisement with only `metadata` (no `spec`) is accepted by the
+/// API server (the CRD defaults `spec: {}`) and makes the speakers announce every pool.
+#[test]
+fn e2e_layer2_specless_advertisement_announces_every_pool() {
+    let test = "e2e_layer2_specless_advertisement_announces_every_pool";
+    let Some(lab) = TestLab::start(test, 2).unwrap() else {
+        return;
+    };
+    let ctx = L2Probe::new(&lab);
+    let nodes = ["node1", "node2"];
+    let specless = "apiVersion: ferrolb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: e2e, namespace: ferrolb-system}
+";
+    let yaml = manifest("web", false, &nodes).replace(
+        "kind: L2Advertisement\nmetadata: {name: e2e, namespace: ferrolb-system}\nspec:\n  ipAddressPools: [e2e]\n",
+        "kind: IPAddressPool\nmetadata: {name: e2e-second, namespace: ferrolb-system}\nspec:\n  addresses: [192.0.2.168/29]\n",
+    );
+    assert!(yaml.contains("e2e-second"), "the manifest changed: {yaml}");
+    ctx.apply("svc", &yaml);
+    ctx.apply("specless", specless);
+    let stored = ctx.kubectl(&[
+        "get",
+        "l2advertisement",
+        "-n",
+        "ferrolb-system",
+        "e2e",
+        "-o",
+        "jsonpath={.spec}",
+    ]);
+    assert_eq!(stored.trim(), "{}", "the API server defaults spec");
+    ctx.apply(
+        "svc-second",
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: second
+  namespace: default
+  annotations: {ferrolb.io/address-pool: e2e-second}
+spec:
+  type: LoadBalancer
+  ports: [{name: http, port: 80, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: second-e2e
+  namespace: default
+  labels: {kubernetes.io/service-name: second}
+addressType: IPv4
+ports: [{name: http, port: 80, protocol: TCP}]
+endpoints:
+- addresses: [\"192.0.2.11\"]
+  nodeName: node1
+  conditions: {ready: true, serving: true}
+",
+    );
+    let (v4, _) = ctx.service_ips("web", l2probe::ASSIGN_TIMEOUT);
+    let second: std::net::Ipv4Addr = {
+        let mut ip = String::new();
+        eventually("Service second gets an IP", l2probe::ASSIGN_TIMEOUT, || {
+            ip = ctx.kubectl(&[
+                "get",
+                "svc",
+                "-n",
+                "default",
+                "second",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ]);
+            ip.trim().parse::<std::net::Ipv4Addr>().is_ok()
+        });
+        ip.trim().parse().unwrap()
+    };
+    eprintln!("web {v4}, second {second}");
+    for ip in [v4, second] {
+        let owner = ctx.wait_arp_owner(ip, None, Duration::from_secs(30));
+        assert!(owner.is_some(), "nobody answers ARP for {ip}");
+        eprintln!("{ip} answered by {:?}", owner.map(|m| ctx.node_of_mac(&m)));
+    }
+}
