@@ -1888,20 +1888,88 @@ fn ferrolbctl_validate_warning_only_is_0() {
     );
 }
 
+/// What users keep in one file: their app and the MetalLB objects. `validate` checks what is
+/// ours and lists the rest; `migrate` converts ours and passes the rest through unchanged.
+const MIXED_MANIFEST: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: metallb-system}
+spec: {addresses: [192.0.2.100-192.0.2.110]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: lan, namespace: metallb-system}
+";
+
 #[test]
-fn ferrolbctl_validate_unknown_kind_is_1() {
+fn ferrolbctl_validate_skips_other_kinds_and_lists_them() {
+    let (code, _, stderr) = ferrolbctl(&["validate"], &[("app.yaml", MIXED_MANIFEST)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "app.yaml: document 1: apps/v1 Deployment/web (not FerroLB or MetalLB configuration)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("app.yaml: document 2: v1 Service/web"),
+        "{stderr}"
+    );
+    // An unknown kind in our own groups is still an error.
     let (code, _, stderr) = ferrolbctl(
         &["validate"],
         &[(
             "k.yaml",
-            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
+            "apiVersion: metallb.io/v1beta1\nkind: AddressPool\nmetadata: {name: p}\n",
         )],
     );
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("k.yaml: document 1: unknown kind \"Service\" for apiVersion v1"),
-        "{stderr}"
+    assert_eq!(code, 1, "{stderr}");
+}
+
+#[test]
+fn ferrolbctl_migrate_passes_other_objects_through() {
+    let (code, stdout, stderr) = ferrolbctl(&["migrate"], &[("app.yaml", MIXED_MANIFEST)]);
+    assert_eq!(code, 0, "{stderr}");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&stdout).unwrap();
+    let kinds: Vec<(String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["apiVersion"].as_str().unwrap_or_default().to_string(),
+                d["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("apps/v1".into(), "Deployment".into()),
+            ("v1".into(), "Service".into()),
+            ("ferrolb.io/v1beta1".into(), "IPAddressPool".into()),
+            ("ferrolb.io/v1beta1".into(), "L2Advertisement".into()),
+        ],
+        "{stdout}"
     );
+    // Unchanged, down to the container.
+    assert_eq!(
+        docs[0]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx"
+    );
+    assert_eq!(docs[1]["spec"]["type"], "LoadBalancer");
+    assert_eq!(docs[3]["metadata"]["namespace"], "ferrolb-system");
 }
 
 #[test]

@@ -1,13 +1,19 @@
 //! `ferrolbctl`: offline tools for FerroLB configuration.
 //!
 //! * `validate FILE...`: exit 0 when the combined configuration is valid, 1 when it is invalid
-//!   (one line per error on stderr), 2 when a file cannot be read or is not YAML.
-//! * `migrate FILE...`: MetalLB CRs and the legacy ConfigMap → FerroLB CRs on stdout.
+//!   (one line per error on stderr), 2 when a file cannot be read or is not YAML. Objects that
+//!   are not FerroLB or MetalLB configuration (a Deployment, a Service, ...) are listed as
+//!   skipped.
+//! * `migrate FILE...`: MetalLB CRs and the legacy ConfigMap → FerroLB CRs on stdout; every
+//!   other object is passed through unchanged (first, in input order), so a whole manifest
+//!   converts in one go.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferrolb_crds::config::{ClusterResources, Config, InputDocument, ParsedInput, parse_documents};
+use ferrolb_crds::config::{
+    ClusterResources, Config, InputDocument, OtherObject, ParsedInput, parse_documents,
+};
 use ferrolb_crds::migrate;
 
 #[derive(Parser)]
@@ -53,6 +59,7 @@ fn read_all(files: &[String]) -> Result<ParsedInput, String> {
         all.documents.extend(parsed.documents);
         all.errors.extend(parsed.errors);
         all.notes.extend(parsed.notes);
+        all.others.extend(parsed.others);
     }
     Ok(all)
 }
@@ -72,6 +79,7 @@ fn validate(files: &[String]) -> ExitCode {
         documents,
         mut errors,
         notes,
+        others,
     } = match read_all(files) {
         Ok(read) => read,
         Err(e) => {
@@ -81,6 +89,12 @@ fn validate(files: &[String]) -> ExitCode {
     };
     for note in notes {
         eprintln!("note: {note}");
+    }
+    for other in &others {
+        eprintln!(
+            "skipped: {}: {} (not FerroLB or MetalLB configuration)",
+            other.location, other.what
+        );
     }
     let resources = resources(documents, &mut errors);
     let (result, warnings) = Config::build_with_warnings(&resources);
@@ -105,6 +119,7 @@ fn migrate_files(files: &[String]) -> ExitCode {
         documents,
         errors,
         notes,
+        others,
     } = match read_all(files) {
         Ok(read) => read,
         Err(e) => {
@@ -125,7 +140,8 @@ fn migrate_files(files: &[String]) -> ExitCode {
     for note in &migrated.notes {
         eprintln!("note: {note}");
     }
-    match migrate::to_yaml(&migrated.objects) {
+    match passed_through(&others).and_then(|text| Ok(text + &migrate::to_yaml(&migrated.objects)?))
+    {
         Ok(yaml) => print!("{yaml}"),
         Err(e) => {
             eprintln!("error: cannot write YAML: {e}");
@@ -148,6 +164,18 @@ fn migrate_files(files: &[String]) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+/// The objects that are not ours, as YAML documents, unchanged.
+fn passed_through(others: &[OtherObject]) -> Result<String, String> {
+    let mut text = String::new();
+    for other in others {
+        let yaml = serde_saphyr::to_string(&other.value)
+            .map_err(|e| format!("{}: {e}", other.location))?;
+        text.push_str("---\n");
+        text.push_str(&yaml);
+    }
+    Ok(text)
 }
 
 fn main() -> ExitCode {

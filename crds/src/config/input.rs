@@ -3,8 +3,11 @@
 //! Used by `ferrolbctl` and the table tests. Dispatches on `apiVersion`/`kind`:
 //! `ferrolb.io/v1beta1` kinds, the same kinds under `metallb.io/v1beta1|v1beta2` (same field
 //! names), a `v1` ConfigMap with `data.config` (MetalLB's legacy format) or just the text of
-//! that `data.config` (a mapping with only legacy keys). Secrets and
-//! Namespaces are skipped; anything else is an error naming the document.
+//! that `data.config` (a mapping with only legacy keys). Any other Kubernetes object (a
+//! Deployment, a Service, a Secret, a Namespace, ...) is not ours: it is kept as it is
+//! ([`ParsedInput::others`]), so that `ferrolbctl validate` can list what it skipped and
+//! `ferrolbctl migrate` can pass it through. Unknown kinds in the FerroLB or MetalLB groups, and
+//! documents without `apiVersion`/`kind`, are errors naming the document.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -49,8 +52,20 @@ pub struct InputDocument {
 pub struct ParsedInput {
     pub documents: Vec<InputDocument>,
     pub errors: Vec<String>,
-    /// Documents that were skipped on purpose (Secrets, Namespaces, other ConfigMaps).
+    /// Documents that were skipped on purpose (status objects), one line each.
     pub notes: Vec<String>,
+    /// Objects of other APIs and kinds, unchanged, with their location and `Kind/name`.
+    pub others: Vec<OtherObject>,
+}
+
+/// A Kubernetes object that is not FerroLB or MetalLB configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherObject {
+    /// `file.yaml: document 2`
+    pub location: String,
+    /// `apps/v1 Deployment/web`
+    pub what: String,
+    pub value: Value,
 }
 
 /// Parses multi-document YAML. `Err` only when the text is not YAML at all (`ferrolbctl` exit 2).
@@ -65,6 +80,11 @@ pub fn parse_documents(text: &str, source: &str) -> Result<ParsedInput, String> 
             Ok(Some(document)) => out.documents.push(document),
             Ok(None) => {}
             Err(DocumentError::Skipped(note)) => out.notes.push(format!("{location}: {note}")),
+            Err(DocumentError::Other { what, value }) => out.others.push(OtherObject {
+                location,
+                what,
+                value,
+            }),
             Err(DocumentError::Invalid(e)) => out.errors.push(format!("{location}: {e}")),
         }
     }
@@ -76,6 +96,11 @@ const LEGACY_KEYS: [&str; 4] = ["peers", "bgp-communities", "address-pools", "bf
 
 enum DocumentError {
     Skipped(String),
+    /// Not ours (another API group or kind): kept unchanged.
+    Other {
+        what: String,
+        value: Value,
+    },
     Invalid(String),
 }
 
@@ -138,10 +163,16 @@ fn parse_document(
             SourceApi::MetalLb(api_version["metallb.io/".len()..].to_string())
         }
         "v1" => SourceApi::Core,
-        _ => {
+        _ if api_version.starts_with("ferrolb.io/") || api_version.starts_with("metallb.io/") => {
             return Err(DocumentError::Invalid(format!(
                 "unknown apiVersion {api_version:?} (kind {kind})"
             )));
+        }
+        _ => {
+            return Err(DocumentError::Other {
+                what: format!("{api_version} {kind}/{name}"),
+                value,
+            });
         }
     };
     let what = format!("{kind}/{name}");
@@ -168,12 +199,10 @@ fn parse_document(
                     object: InputObject::Legacy(cm),
                 }))
             }
-            "ConfigMap" | "Secret" | "Namespace" => {
-                Err(DocumentError::Skipped(format!("{what} skipped")))
-            }
-            _ => Err(DocumentError::Invalid(format!(
-                "unknown kind {kind:?} for apiVersion v1"
-            ))),
+            _ => Err(DocumentError::Other {
+                what: format!("v1 {what}"),
+                value,
+            }),
         };
     }
     // MetalLB objects have FerroLB's field names: read them as FerroLB objects.

@@ -21,7 +21,7 @@ pub use address::{AddressEntry, AddressError, PoolAddress, overlaps};
 pub use community::{Community, CommunityError};
 pub use duration::{DurationError, format_go_duration, parse_go_duration};
 pub use error::{ConfigError, ConfigErrors, ConfigWarning, FieldPath, ObjectId, Reason};
-pub use input::{InputDocument, InputObject, ParsedInput, SourceApi, parse_documents};
+pub use input::{InputDocument, InputObject, OtherObject, ParsedInput, SourceApi, parse_documents};
 pub use selector::{
     Operator, Requirement, Selector, SelectorError, is_dns1123_label, is_dns1123_subdomain,
 };
