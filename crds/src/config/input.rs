@@ -214,10 +214,10 @@ fn parse_document(
         // Server-populated fields that a `kubectl get -o yaml` dump carries.
         obj.remove("status");
         // No spec means `spec: {}` for these kinds (as the CRDs default it).
-        if crate::crdgen::OPTIONAL_SPEC_KINDS.contains(&kind.as_str()) {
-            if obj.get("spec").is_none_or(Value::is_null) {
-                obj.insert("spec".into(), Value::Object(serde_json::Map::new()));
-            }
+        if crate::crdgen::OPTIONAL_SPEC_KINDS.contains(&kind.as_str())
+            && obj.get("spec").is_none_or(Value::is_null)
+        {
+            obj.insert("spec".into(), Value::Object(serde_json::Map::new()));
         }
     }
     let object = match kind.as_str() {
