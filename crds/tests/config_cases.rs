@@ -2067,3 +2067,43 @@ fn advertisements_without_spec_advertise_every_pool() {
     assert_eq!(config.bgp_advertisements[0].pools, ["a", "b"]);
     assert_eq!(config.bgp_advertisements[0].aggregation_length, 32);
 }
+
+/// One file of a larger configuration (as MetalLB's documentation snippets are written): every
+/// reference to an object that another file may hold is a warning, whatever it names; with
+/// `--complete` each is an error.
+#[test]
+fn ferrolbctl_dangling_references_warn_unless_complete() {
+    let snippet = "apiVersion: ferrolb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: ad, namespace: ferrolb-system}
+spec: {ipAddressPools: [prod], communities: [gold], peers: [tor]}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: r1, namespace: ferrolb-system}
+spec: {myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, bfdProfile: fast}
+";
+    let (code, _, stderr) = ferrolbctl(&["validate"], &[("ad.yaml", snippet)]);
+    assert_eq!(code, 0, "{stderr}");
+    for reference in [
+        "unknown IPAddressPool \"prod\"",
+        "unknown community alias \"gold\"",
+        "unknown BGPPeer \"tor\"",
+        "unknown BFDProfile \"fast\"",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("warning: ") && l.contains(reference)),
+            "{reference}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = ferrolbctl(&["validate", "--complete"], &[("ad.yaml", snippet)]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("unknown ")).count(),
+        4,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("warning: "), "{stderr}");
+}

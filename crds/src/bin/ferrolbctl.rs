@@ -31,6 +31,11 @@ struct Cli {
 enum Command {
     /// Validate FerroLB CRs and/or a legacy MetalLB ConfigMap as one configuration.
     Validate {
+        /// The files are the whole configuration: a name that refers to an object not in them
+        /// (a pool, a BGPPeer, a Community alias, a BFDProfile, a Secret) is an error, not a
+        /// warning.
+        #[arg(long)]
+        complete: bool,
         /// YAML files (multi-document); `-` reads stdin.
         #[arg(required = true)]
         files: Vec<String>,
@@ -74,7 +79,7 @@ fn resources(documents: Vec<InputDocument>, errors: &mut Vec<String>) -> Cluster
     resources
 }
 
-fn validate(files: &[String]) -> ExitCode {
+fn validate(files: &[String], complete: bool) -> ExitCode {
     let ParsedInput {
         documents,
         mut errors,
@@ -98,12 +103,27 @@ fn validate(files: &[String]) -> ExitCode {
     }
     let resources = resources(documents, &mut errors);
     let (result, warnings) = Config::build_with_warnings(&resources);
+    // A reference to an object not in these files is a warning, whichever kind it names, as
+    // MetalLB's webhooks treat them; with --complete the files are everything, so an error.
+    let mut build_errors = result.err().map(|e| e.0).unwrap_or_default();
+    let mut warnings = warnings;
+    if complete {
+        let (dangling, rest): (Vec<_>, Vec<_>) = warnings
+            .into_iter()
+            .partition(|w| w.reason.is_dangling_reference());
+        warnings = rest;
+        build_errors.extend(dangling);
+    } else {
+        let (dangling, rest): (Vec<_>, Vec<_>) = build_errors
+            .into_iter()
+            .partition(|e| e.reason.is_dangling_reference());
+        build_errors = rest;
+        warnings.extend(dangling);
+    }
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
-    if let Err(config_errors) = &result {
-        errors.extend(config_errors.lines());
-    }
+    errors.extend(build_errors.iter().map(ToString::to_string));
     if errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -181,7 +201,7 @@ fn passed_through(others: &[OtherObject]) -> Result<String, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Validate { files } => validate(files),
+        Command::Validate { files, complete } => validate(files, *complete),
         Command::Migrate { files } => migrate_files(files),
     }
 }

@@ -184,6 +184,20 @@ impl Reason {
     pub fn is_transient(&self) -> bool {
         matches!(self, Reason::SecretNotFound(_) | Reason::SecretUnchecked(_))
     }
+
+    /// A name that refers to another object that is not in the input: a pool, a BGPPeer, a
+    /// Community alias, a BFDProfile, a Secret. Another file may hold it, so `ferrolbctl
+    /// validate` treats all of these alike: warnings by default, errors with `--complete`.
+    pub fn is_dangling_reference(&self) -> bool {
+        matches!(
+            self,
+            Reason::UnknownPool(_)
+                | Reason::UnknownPeer(_)
+                | Reason::UnknownCommunityAlias(_)
+                | Reason::UnknownBfdProfile(_)
+                | Reason::SecretNotFound(_)
+        )
+    }
 }
 
 /// One validation error: object, field, reason.
