@@ -445,14 +445,14 @@ invalid!(
 invalid!(
     legacy_missing_protocol,
     legacy("address-pools:\n- name: a\n  addresses: [10.0.0.0/24]\n"),
-    ["ConfigMap/config address-pools[0]: protocol: is required"]
+    ["ConfigMap/config address-pools[0] \"a\": protocol: is required"]
 );
 
 invalid!(
     legacy_bad_protocol,
     legacy("address-pools:\n- name: a\n  protocol: arp\n  addresses: [10.0.0.0/24]\n"),
     [
-        "ConfigMap/config address-pools[0]: protocol: \"arp\" is not a valid protocol (want layer2 or bgp)"
+        "ConfigMap/config address-pools[0] \"a\": protocol: \"arp\" is not a valid protocol (want layer2 or bgp)"
     ]
 );
 
@@ -465,7 +465,7 @@ invalid!(
 invalid!(
     legacy_no_addresses,
     legacy("address-pools:\n- name: a\n  protocol: layer2\n"),
-    ["ConfigMap/config address-pools[0]: addresses: must not be empty"]
+    ["ConfigMap/config address-pools[0] \"a\": addresses: must not be empty"]
 );
 
 invalid!(
@@ -473,7 +473,7 @@ invalid!(
     legacy(
         "address-pools:\n- {name: a, protocol: layer2, addresses: [10.0.0.0/24]}\n- {name: a, protocol: layer2, addresses: [10.0.1.0/24]}\n"
     ),
-    ["ConfigMap/config address-pools[1]: name: duplicate name \"a\""]
+    ["ConfigMap/config address-pools[1] \"a\": name: duplicate name \"a\""]
 );
 
 invalid!(
@@ -482,7 +482,7 @@ invalid!(
         "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{aggregation-length: 24}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements: bgp-advertisements are only allowed with protocol bgp"
+        "ConfigMap/config address-pools[0] \"a\": bgp-advertisements: bgp-advertisements are only allowed with protocol bgp"
     ]
 );
 
@@ -492,7 +492,7 @@ invalid!(
         "address-pools:\n- {name: a, protocol: layer2, addresses: [10.0.0.0/16]}\n- {name: b, protocol: layer2, addresses: [10.0.5.10-10.0.5.20]}\n"
     ),
     [
-        "ConfigMap/config address-pools[1]: addresses[0]: CIDR 10.0.5.10/31 overlaps with 10.0.0.0/16 of pool \"a\""
+        "ConfigMap/config address-pools[1] \"b\": addresses[0]: CIDR 10.0.5.10/31 overlaps with 10.0.0.0/16 of pool \"a\""
     ]
 );
 
@@ -500,7 +500,7 @@ invalid!(
     legacy_bare_ip,
     legacy("address-pools:\n- {name: a, protocol: layer2, addresses: [10.0.0.1]}\n"),
     [
-        "ConfigMap/config address-pools[0]: addresses[0]: \"10.0.0.1\" is not a CIDR or an IP range: a single address must be written as a CIDR (10.0.0.1/32)"
+        "ConfigMap/config address-pools[0] \"a\": addresses[0]: \"10.0.0.1\" is not a CIDR or an IP range: a single address must be written as a CIDR (10.0.0.1/32)"
     ]
 );
 
@@ -508,7 +508,7 @@ invalid!(
     legacy_bare_ipv6,
     legacy("address-pools:\n- {name: a, protocol: layer2, addresses: ['2001:db8::1']}\n"),
     [
-        "ConfigMap/config address-pools[0]: addresses[0]: \"2001:db8::1\" is not a CIDR or an IP range: a single address must be written as a CIDR (2001:db8::1/128)"
+        "ConfigMap/config address-pools[0] \"a\": addresses[0]: \"2001:db8::1\" is not a CIDR or an IP range: a single address must be written as a CIDR (2001:db8::1/128)"
     ]
 );
 
@@ -516,7 +516,7 @@ invalid!(
     legacy_mixed_family_range,
     legacy("address-pools:\n- {name: a, protocol: layer2, addresses: ['10.0.0.1-2001:db8::1']}\n"),
     [
-        "ConfigMap/config address-pools[0]: addresses[0]: \"10.0.0.1-2001:db8::1\" is not a CIDR or an IP range: range mixes IPv4 and IPv6 (10.0.0.1 and 2001:db8::1)"
+        "ConfigMap/config address-pools[0] \"a\": addresses[0]: \"10.0.0.1-2001:db8::1\" is not a CIDR or an IP range: range mixes IPv4 and IPv6 (10.0.0.1 and 2001:db8::1)"
     ]
 );
 
@@ -534,15 +534,15 @@ invalid!(
     legacy_peer_zero_asns,
     legacy("peers:\n- {peer-address: 10.0.0.1, peer-asn: 0, my-asn: 0}\n"),
     [
-        "ConfigMap/config peers[0]: my-asn: ASN must not be 0",
-        "ConfigMap/config peers[0]: peer-asn: ASN must not be 0"
+        "ConfigMap/config peers[0] (10.0.0.1): my-asn: ASN must not be 0",
+        "ConfigMap/config peers[0] (10.0.0.1): peer-asn: ASN must not be 0"
     ]
 );
 
 invalid!(
     legacy_hold_time_too_short,
     legacy("peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, hold-time: 1s}\n"),
-    ["ConfigMap/config peers[0]: hold-time: hold time 1s must be 0 or at least 3s"]
+    ["ConfigMap/config peers[0] (10.0.0.1): hold-time: hold time 1s must be 0 or at least 3s"]
 );
 
 invalid!(
@@ -550,14 +550,16 @@ invalid!(
     legacy(
         "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, hold-time: 30s, keepalive-time: 40s}\n"
     ),
-    ["ConfigMap/config peers[0]: keepalive-time: keepalive time 40s must not exceed hold time 30s"]
+    [
+        "ConfigMap/config peers[0] (10.0.0.1): keepalive-time: keepalive time 40s must not exceed hold time 30s"
+    ]
 );
 
 invalid!(
     legacy_bad_hold_time,
     legacy("peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, hold-time: 90}\n"),
     [
-        "ConfigMap/config peers[0]: hold-time: \"90\" is not a valid duration: missing unit (one of ns, us, ms, s, m, h)"
+        "ConfigMap/config peers[0] (10.0.0.1): hold-time: \"90\" is not a valid duration: missing unit (one of ns, us, ms, s, m, h)"
     ]
 );
 
@@ -567,14 +569,16 @@ invalid!(
         "peers:\n- {peer-address: 10.0.0.1, peer-asn: 64500, my-asn: 64500, ebgp-multihop: true}\n"
     ),
     [
-        "ConfigMap/config peers[0]: ebgp-multihop: ebgpMultiHop is invalid for an iBGP session (myASN == peerASN == 64500)"
+        "ConfigMap/config peers[0] (10.0.0.1): ebgp-multihop: ebgpMultiHop is invalid for an iBGP session (myASN == peerASN == 64500)"
     ]
 );
 
 invalid!(
     legacy_bad_peer_address,
     legacy("peers:\n- {peer-address: 10.0.0.256, peer-asn: 1, my-asn: 2}\n"),
-    ["ConfigMap/config peers[0]: peer-address: \"10.0.0.256\" is not a valid IP address"]
+    [
+        "ConfigMap/config peers[0] (10.0.0.256): peer-address: \"10.0.0.256\" is not a valid IP address"
+    ]
 );
 
 invalid!(
@@ -583,15 +587,15 @@ invalid!(
         "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, source-address: nope, router-id: '2001:db8::1'}\n"
     ),
     [
-        "ConfigMap/config peers[0]: source-address: \"nope\" is not a valid IP address",
-        "ConfigMap/config peers[0]: router-id: router ID must be an IPv4 address",
+        "ConfigMap/config peers[0] (10.0.0.1): source-address: \"nope\" is not a valid IP address",
+        "ConfigMap/config peers[0] (10.0.0.1): router-id: router ID must be an IPv4 address",
     ]
 );
 
 invalid!(
     legacy_peer_port_zero,
     legacy("peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, peer-port: 0}\n"),
-    ["ConfigMap/config peers[0]: peer-port: 0 is out of range 1..=65535"]
+    ["ConfigMap/config peers[0] (10.0.0.1): peer-port: 0 is out of range 1..=65535"]
 );
 
 invalid!(
@@ -600,7 +604,7 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{aggregation-length: 23}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].aggregation-length: aggregation length 23 is shorter than the /24 of \"10.0.0.0/24\" in pool \"p\""
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].aggregation-length: aggregation length 23 is shorter than the /24 of \"10.0.0.0/24\" in pool \"p\""
     ]
 );
 
@@ -610,7 +614,7 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0-10.0.0.63]\n  bgp-advertisements: [{aggregation-length: 24}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].aggregation-length: aggregation length 24 is shorter than the /26 of \"10.0.0.0-10.0.0.63\" in pool \"p\""
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].aggregation-length: aggregation length 24 is shorter than the /26 of \"10.0.0.0-10.0.0.63\" in pool \"p\""
     ]
 );
 
@@ -620,7 +624,7 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{aggregation-length: 33}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].aggregation-length: 33 is out of range 1..=32"
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].aggregation-length: 33 is out of range 1..=32"
     ]
 );
 
@@ -630,7 +634,7 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: ['2001:db8::/64', 10.0.0.0/24]\n  bgp-advertisements: [{aggregation-length: 24, aggregation-length-v6: 48}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].aggregation-length-v6: aggregation length 48 is shorter than the /64 of \"2001:db8::/64\" in pool \"p\""
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].aggregation-length-v6: aggregation length 48 is shorter than the /64 of \"2001:db8::/64\" in pool \"p\""
     ]
 );
 
@@ -640,7 +644,7 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{communities: [no-advertise]}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].communities[0]: unknown community alias \"no-advertise\""
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].communities[0]: unknown community alias \"no-advertise\""
     ]
 );
 
@@ -650,8 +654,8 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{communities: ['65536:1', '1:2:3']}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].communities[0]: \"65536:1\" is not a BGP community: \"65536\" is not a 16-bit number",
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].communities[1]: \"1:2:3\" is not a BGP community: expected A:B (16-bit numbers) or large:A:B:C (32-bit numbers)",
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].communities[0]: \"65536:1\" is not a BGP community: \"65536\" is not a 16-bit number",
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].communities[1]: \"1:2:3\" is not a BGP community: expected A:B (16-bit numbers) or large:A:B:C (32-bit numbers)",
     ]
 );
 
@@ -669,8 +673,8 @@ invalid!(
         "bgp-communities: {ne: '65535:65281'}\naddress-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{communities: ['1:1', '1:1', ne, '65535:65281']}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].communities[1]: duplicate value \"1:1\"",
-        "ConfigMap/config address-pools[0]: bgp-advertisements[0].communities[3]: duplicate value \"65535:65281\"",
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].communities[1]: duplicate value \"1:1\"",
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[0].communities[3]: duplicate value \"65535:65281\"",
     ]
 );
 
@@ -680,7 +684,7 @@ invalid!(
         "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{aggregation-length: 24}, {aggregation-length: 24}]\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: bgp-advertisements[1]: same as ConfigMap/config address-pools[0] bgp-advertisements[0] (identical objects are rejected)"
+        "ConfigMap/config address-pools[0] \"p\": bgp-advertisements[1]: same as ConfigMap/config address-pools[0] \"p\" bgp-advertisements[0] (identical objects are rejected)"
     ]
 );
 
@@ -690,9 +694,9 @@ invalid!(
         "bfd-profiles:\n- {name: b, receive-interval: 5, detect-multiplier: 1, minimum-ttl: 255}\n"
     ),
     [
-        "ConfigMap/config bfd-profiles[0]: receive-interval: 5 is out of range 10..=60000",
-        "ConfigMap/config bfd-profiles[0]: detect-multiplier: 1 is out of range 2..=255",
-        "ConfigMap/config bfd-profiles[0]: minimum-ttl: 255 is out of range 1..=254",
+        "ConfigMap/config bfd-profiles[0] \"b\": receive-interval: 5 is out of range 10..=60000",
+        "ConfigMap/config bfd-profiles[0] \"b\": detect-multiplier: 1 is out of range 2..=255",
+        "ConfigMap/config bfd-profiles[0] \"b\": minimum-ttl: 255 is out of range 1..=254",
     ]
 );
 
@@ -702,8 +706,8 @@ invalid!(
         "bfd-profiles:\n- {name: b}\n- {name: b}\npeers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, bfd-profile: c}\n"
     ),
     [
-        "ConfigMap/config bfd-profiles[1]: name: duplicate name \"b\"",
-        "ConfigMap/config peers[0]: bfd-profile: unknown BFDProfile \"c\"",
+        "ConfigMap/config bfd-profiles[1] \"b\": name: duplicate name \"b\"",
+        "ConfigMap/config peers[0] (10.0.0.1): bfd-profile: unknown BFDProfile \"c\"",
     ]
 );
 
@@ -713,7 +717,7 @@ invalid!(
         "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 1\n  my-asn: 2\n  node-selectors:\n  - match-expressions: [{key: rack, operator: Equals, values: [a]}]\n"
     ),
     [
-        "ConfigMap/config peers[0]: node-selectors[0].match-expressions[0].operator: invalid label selector: \"Equals\" is not one of In, NotIn, Exists, DoesNotExist"
+        "ConfigMap/config peers[0] (10.0.0.1): node-selectors[0].match-expressions[0].operator: invalid label selector: \"Equals\" is not one of In, NotIn, Exists, DoesNotExist"
     ]
 );
 
@@ -722,7 +726,9 @@ invalid!(
     legacy(
         "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 1\n  my-asn: 2\n  node-selectors: [{match-labels: {a: b}}, {match-labels: {a: b}}]\n"
     ),
-    ["ConfigMap/config peers[0]: node-selectors[1]: duplicate selector (same as entry 0)"]
+    [
+        "ConfigMap/config peers[0] (10.0.0.1): node-selectors[1]: duplicate selector (same as entry 0)"
+    ]
 );
 
 invalid!(
@@ -739,10 +745,10 @@ invalid!(
         "address-pools:\n- {name: a, protocol: layer2, addresses: [10.0.0.0/33]}\n- {name: b, protocol: bgp, addresses: [10.0.0.0/8], bgp-advertisements: [{aggregation-length: 7}]}\npeers:\n- {peer-address: x, peer-asn: 1, my-asn: 0}\n"
     ),
     [
-        "ConfigMap/config address-pools[0]: addresses[0]: \"10.0.0.0/33\" is not a CIDR or an IP range: invalid prefix length \"33\"",
-        "ConfigMap/config peers[0]: my-asn: ASN must not be 0",
-        "ConfigMap/config peers[0]: peer-address: \"x\" is not a valid IP address",
-        "ConfigMap/config address-pools[1]: bgp-advertisements[0].aggregation-length: aggregation length 7 is shorter than the /8 of \"10.0.0.0/8\" in pool \"b\"",
+        "ConfigMap/config address-pools[0] \"a\": addresses[0]: \"10.0.0.0/33\" is not a CIDR or an IP range: invalid prefix length \"33\"",
+        "ConfigMap/config peers[0] (x): my-asn: ASN must not be 0",
+        "ConfigMap/config peers[0] (x): peer-address: \"x\" is not a valid IP address",
+        "ConfigMap/config address-pools[1] \"b\": bgp-advertisements[0].aggregation-length: aggregation length 7 is shorter than the /8 of \"10.0.0.0/8\" in pool \"b\"",
     ]
 );
 
@@ -1615,7 +1621,7 @@ invalid!(
         )
     ),
     [
-        "ConfigMap/config address-pools[0]: addresses[0]: CIDR 192.168.1.70/31 overlaps with 192.168.1.0/24 of pool \"cr\""
+        "ConfigMap/config address-pools[0] \"old\": addresses[0]: CIDR 192.168.1.70/31 overlaps with 192.168.1.0/24 of pool \"cr\""
     ]
 );
 
@@ -1626,7 +1632,7 @@ invalid!(
         pool("default", "{addresses: [10.9.0.0/24]}"),
         legacy("address-pools:\n- {name: default, protocol: layer2, addresses: [10.8.0.0/24]}\n")
     ),
-    ["ConfigMap/config address-pools[0]: name: duplicate name \"default\""]
+    ["ConfigMap/config address-pools[0] \"default\": name: duplicate name \"default\""]
 );
 
 // ---------------------------------------------------------------------------------------------

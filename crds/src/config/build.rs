@@ -56,7 +56,7 @@ impl Origin {
         }
     }
 
-    /// `BGPPeer/a`, `ConfigMap/config address-pools[0] bgp-advertisements[0]`.
+    /// `BGPPeer/a`, `ConfigMap/config address-pools[0] "lan"`, `ConfigMap/config peers[0] (192.0.2.1)`.
     fn describe(&self) -> String {
         if self.legacy && !self.prefix.0.is_empty() {
             format!("{} {}", self.id, self.prefix)
@@ -342,7 +342,11 @@ fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
 
     let mut peer_names = BTreeSet::new();
     for (i, peer) in config.peers.iter().enumerate() {
-        let origin = entry(format!("peers[{i}]"));
+        // Named as MetalLB names them: by address (the position alone is hard to find).
+        let origin = match peer.peer_address.as_deref().map(str::trim) {
+            Some(address) if !address.is_empty() => entry(format!("peers[{i}] ({address})")),
+            _ => entry(format!("peers[{i}]")),
+        };
         let name = legacy::names::unique(
             legacy::names::peer(peer.peer_address.as_deref().unwrap_or("")),
             &mut peer_names,
@@ -384,7 +388,10 @@ fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
     }
 
     for (i, pool) in config.address_pools.iter().enumerate() {
-        let origin = entry(format!("address-pools[{i}]"));
+        let origin = match pool.name.as_deref() {
+            Some(name) if !name.is_empty() => entry(format!("address-pools[{i}] {name:?}")),
+            _ => entry(format!("address-pools[{i}]")),
+        };
         let name = match &pool.name {
             Some(name) if !name.is_empty() => name.clone(),
             _ => {
@@ -461,7 +468,10 @@ fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
     }
 
     for (i, profile) in config.bfd_profiles.iter().enumerate() {
-        let origin = entry(format!("bfd-profiles[{i}]"));
+        let origin = match profile.name.as_deref() {
+            Some(name) if !name.is_empty() => entry(format!("bfd-profiles[{i}] {name:?}")),
+            _ => entry(format!("bfd-profiles[{i}]")),
+        };
         let name = match &profile.name {
             Some(name) if !name.is_empty() => name.clone(),
             _ => {

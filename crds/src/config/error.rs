@@ -1,6 +1,6 @@
 //! Validation errors: data, not strings, and always collected (never just the first).
 //!
-//! Every error names the object (`IPAddressPool/prod`, `ConfigMap/config address-pools[1]`), the
+//! Every error names the object (`IPAddressPool/prod`, `ConfigMap/config address-pools[1] "lan"`), the
 //! field inside it (`spec.addresses[1]`) and a typed [`Reason`]. `Display` of [`ConfigErrors`] is one
 //! line per error, which is what `ferrolbctl validate` prints.
 
@@ -9,7 +9,7 @@ use std::fmt;
 use ipnet::IpNet;
 
 /// Which object an error is about: the kind and the name, plus, for the legacy ConfigMap, the
-/// position of the entry inside it (`ConfigMap/config address-pools[1]`).
+/// position and name of the entry inside it (`ConfigMap/config address-pools[1] "lan"`, `peers[0] (192.0.2.1)`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId {
     pub kind: String,
@@ -27,7 +27,7 @@ impl ObjectId {
         }
     }
 
-    /// An entry inside a ConfigMap, e.g. `ConfigMap/config address-pools[1]`.
+    /// An entry inside a ConfigMap, e.g. `ConfigMap/config address-pools[1] "lan"`.
     pub fn config_map_entry(name: impl Into<String>, entry: impl Into<String>) -> Self {
         ObjectId {
             kind: "ConfigMap".into(),
