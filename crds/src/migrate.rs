@@ -10,19 +10,18 @@
 //!   `communities` for `bgp-communities`, and the BFDProfiles.
 //!
 //! Values are copied as written (after trimming), never re-derived, so the output says what the
-//! input said; defaults stay implicit.
+//! input said; defaults stay implicit. The legacy ConfigMap's conversion is the one validation
+//! uses ([`crate::config::lowering`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::SecretReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::config::{InputDocument, InputObject};
-use crate::legacy::{LegacyConfigMap, names};
+use crate::config::{InputDocument, InputObject, lowering};
+use crate::legacy::LegacyConfigMap;
 use crate::v1beta1::{
-    self, BFDProfile, BFDProfileSpec, BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec,
-    Community, CommunityAlias, CommunitySpec, IPAddressPool, IPAddressPoolSpec, L2Advertisement,
-    L2AdvertisementSpec,
+    self, BFDProfile, BGPAdvertisement, BGPPeer, Community, CommunityAlias, CommunitySpec,
+    IPAddressPool, L2Advertisement,
 };
 
 /// The migrated objects, and notes for the user (renames, skipped documents) for stderr.
@@ -86,120 +85,90 @@ fn clean(object: InputObject) -> InputObject {
     }
 }
 
-/// Migrates a legacy ConfigMap.
+/// Migrates a legacy ConfigMap: the CRs of its one lowering ([`crate::config::lowering`], the
+/// same that validation reads), under their CR names; references to renamed pools and
+/// profiles follow the rename.
 pub fn from_legacy(cm: &LegacyConfigMap) -> Migrated {
+    let lowered = lowering::lower(&cm.config);
     let mut out = Migrated::default();
-    let config = &cm.config;
-    let mut pool_names = BTreeSet::new();
-    let mut ad_names = BTreeSet::new();
-    for (i, pool) in config.address_pools.iter().enumerate() {
-        let original = pool
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("pool-{}", i + 1));
-        let name = names::unique(names::dns_label(&original), &mut pool_names);
-        if name != original {
+    for problem in &lowered.problems {
+        out.notes.push(format!(
+            "{}: {}: {} (the migrated configuration will say so too)",
+            problem.entry, problem.field, problem.reason
+        ));
+    }
+    let pool_names: BTreeMap<&str, &str> = lowered
+        .pools
+        .iter()
+        .map(|p| (p.name.as_str(), p.cr_name.as_str()))
+        .collect();
+    let profile_names: BTreeMap<&str, &str> = lowered
+        .bfd_profiles
+        .iter()
+        .map(|p| (p.name.as_str(), p.cr_name.as_str()))
+        .collect();
+    let renamed_pools = |pools: &[String]| -> Vec<String> {
+        pools
+            .iter()
+            .map(|p| {
+                pool_names
+                    .get(p.as_str())
+                    .map_or(p.clone(), |n| n.to_string())
+            })
+            .collect()
+    };
+    for pool in &lowered.pools {
+        if pool.cr_name != pool.name {
             out.notes.push(format!(
-                "address-pools[{i}]: pool {original:?} is named {name:?} (Services that name the pool in an annotation must be updated)"
+                "{}: pool {:?} is named {:?} (Services that name the pool in an annotation must be updated)",
+                pool.entry, pool.name, pool.cr_name
             ));
         }
         out.objects.push(InputObject::IPAddressPool(IPAddressPool {
-            metadata: meta(&name, None),
-            spec: IPAddressPoolSpec {
-                addresses: pool
-                    .addresses
-                    .iter()
-                    .map(|a| a.trim().to_string())
-                    .collect(),
-                auto_assign: pool.auto_assign.unwrap_or(true),
-                avoid_buggy_ips: pool.avoid_buggy_ips.unwrap_or(false),
-                service_allocation: None,
-            },
+            metadata: meta(&pool.cr_name, None),
+            spec: pool.spec.clone(),
             status: None,
         }));
-        match pool.protocol.as_deref() {
-            Some("layer2") => {
-                let ad_name = names::unique(name.clone(), &mut ad_names);
-                out.objects
-                    .push(InputObject::L2Advertisement(L2Advertisement {
-                        metadata: meta(&ad_name, None),
-                        spec: L2AdvertisementSpec {
-                            ip_address_pools: vec![name.clone()],
-                            ..Default::default()
-                        },
-                        status: None,
-                    }));
-            }
-            Some("bgp") => {
-                let default_ad = [crate::legacy::LegacyBgpAdvertisement::default()];
-                let ads = if pool.bgp_advertisements.is_empty() {
-                    &default_ad[..]
-                } else {
-                    &pool.bgp_advertisements[..]
-                };
-                for (j, ad) in ads.iter().enumerate() {
-                    let ad_name =
-                        names::unique(names::bgp_advertisement(&name, j + 1), &mut ad_names);
-                    out.objects
-                        .push(InputObject::BGPAdvertisement(BGPAdvertisement {
-                            metadata: meta(&ad_name, None),
-                            spec: BGPAdvertisementSpec {
-                                aggregation_length: ad.aggregation_length.unwrap_or(32),
-                                aggregation_length_v6: ad.aggregation_length_v6.unwrap_or(128),
-                                local_pref: ad.localpref.unwrap_or(0),
-                                communities: ad.communities.clone(),
-                                ip_address_pools: vec![name.clone()],
-                                ..BGPAdvertisementSpec::default()
-                            },
-                            status: None,
-                        }));
-                }
-            }
-            other => out.notes.push(format!(
-                "address-pools[{i}]: protocol {:?} is not layer2 or bgp: no advertisement created",
-                other.unwrap_or("")
-            )),
+    }
+    for ad in &lowered.l2_advertisements {
+        let mut spec = ad.spec.clone();
+        spec.ip_address_pools = renamed_pools(&spec.ip_address_pools);
+        out.objects
+            .push(InputObject::L2Advertisement(L2Advertisement {
+                metadata: meta(&ad.cr_name, None),
+                spec,
+                status: None,
+            }));
+    }
+    for ad in &lowered.bgp_advertisements {
+        let mut spec = ad.spec.clone();
+        spec.ip_address_pools = renamed_pools(&spec.ip_address_pools);
+        out.objects
+            .push(InputObject::BGPAdvertisement(BGPAdvertisement {
+                metadata: meta(&ad.cr_name, None),
+                spec,
+                status: None,
+            }));
+    }
+    for peer in &lowered.peers {
+        let mut spec = peer.peer.spec.clone();
+        if let Some(profile) = spec.bfd_profile.as_mut()
+            && let Some(renamed) = profile_names.get(profile.as_str())
+        {
+            *profile = renamed.to_string();
         }
-    }
-
-    let mut peer_names = BTreeSet::new();
-    for peer in &config.peers {
-        let name = names::unique(
-            names::peer(peer.peer_address.as_deref().unwrap_or("")),
-            &mut peer_names,
-        );
         out.objects.push(InputObject::BGPPeer(BGPPeer {
-            metadata: meta(&name, None),
-            spec: BGPPeerSpec {
-                my_asn: peer.my_asn.unwrap_or(0),
-                peer_asn: peer.peer_asn,
-                peer_address: peer.peer_address.as_ref().map(|a| a.trim().to_string()),
-                source_address: peer.source_address.clone(),
-                peer_port: peer.peer_port.unwrap_or(179),
-                hold_time: peer.hold_time.clone(),
-                keepalive_time: peer.keepalive_time.clone(),
-                router_id: peer.router_id.clone(),
-                node_selectors: peer
-                    .node_selectors
-                    .iter()
-                    .map(LabelSelector::from)
-                    .collect(),
-                password: peer.password.clone(),
-                password_secret: None::<SecretReference>,
-                bfd_profile: peer.bfd_profile.clone(),
-                ebgp_multi_hop: peer.ebgp_multihop.unwrap_or(false),
-                ..BGPPeerSpec::default()
-            },
+            metadata: meta(&peer.peer.cr_name, None),
+            spec,
             status: None,
         }));
     }
-
-    if !config.bgp_communities.is_empty() {
+    if !lowered.communities.is_empty() {
         out.objects.push(InputObject::Community(Community {
             metadata: meta("communities", None),
             spec: CommunitySpec {
-                communities: config
-                    .bgp_communities
+                communities: lowered
+                    .communities
                     .iter()
                     .map(|(name, value)| CommunityAlias {
                         name: name.clone(),
@@ -210,30 +179,16 @@ pub fn from_legacy(cm: &LegacyConfigMap) -> Migrated {
             status: None,
         }));
     }
-
-    let mut bfd_names = BTreeSet::new();
-    for (i, profile) in config.bfd_profiles.iter().enumerate() {
-        let original = profile
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("bfd-profile-{}", i + 1));
-        let name = names::unique(names::dns_label(&original), &mut bfd_names);
-        if name != original {
+    for profile in &lowered.bfd_profiles {
+        if profile.cr_name != profile.name {
             out.notes.push(format!(
-                "bfd-profiles[{i}]: profile {original:?} is named {name:?}"
+                "{}: profile {:?} is named {:?}",
+                profile.entry, profile.name, profile.cr_name
             ));
         }
         out.objects.push(InputObject::BFDProfile(BFDProfile {
-            metadata: meta(&name, None),
-            spec: BFDProfileSpec {
-                receive_interval: profile.receive_interval,
-                transmit_interval: profile.transmit_interval,
-                detect_multiplier: profile.detect_multiplier,
-                echo_interval: profile.echo_interval,
-                echo_mode: profile.echo_mode.unwrap_or(false),
-                passive_mode: profile.passive_mode.unwrap_or(false),
-                minimum_ttl: profile.minimum_ttl,
-            },
+            metadata: meta(&profile.cr_name, None),
+            spec: profile.spec.clone(),
             status: None,
         }));
     }

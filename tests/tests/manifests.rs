@@ -696,6 +696,7 @@ fn manifests_on_the_real_api_server() {
         );
     }
 
+    check_migrated_legacy_configurations(&control_plane, &run_dir);
     check_pod_security(&control_plane);
     check_rbac(&control_plane, &run_dir);
     remove_run_dir(&run_dir);
@@ -1025,4 +1026,52 @@ fn controller_works_with_its_rbac() {
 fn remove_run_dir(run_dir: &Path) {
     let _ = controlplane::stop(run_dir);
     let _ = fs::remove_dir_all(run_dir);
+}
+
+/// Legacy ConfigMaps at the edges where validation and migration used to disagree (the peer port
+/// limit, spaces around addresses, names that are not DNS labels, a BFD profile reference):
+/// `ferrolbctl validate` accepts each, and what `ferrolbctl migrate` makes of it is accepted by
+/// the real API server. (The same-`Config` half of the property is
+/// `crds/tests/config_cases.rs`, `legacy_migration_property`.)
+fn check_migrated_legacy_configurations(control_plane: &ControlPlane, run_dir: &Path) {
+    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
+    if !require(if ferrolbctl.exists() {
+        Ok(())
+    } else {
+        Err(format!("{} is not built", ferrolbctl.display()))
+    }) {
+        return;
+    }
+    let cases = [
+        "peers:\n- {peer-address: ' 192.0.2.1 ', peer-asn: 64512, my-asn: 64513, peer-port: 16384, bfd-profile: Fast.BFD}\nbfd-profiles:\n- {name: Fast.BFD, receive-interval: 100}\n",
+        "address-pools:\n- name: My_Pool\n  protocol: bgp\n  addresses: [' 203.0.113.0/28 ']\n  bgp-advertisements:\n  - {aggregation-length: 28, communities: [lab], localpref: 100}\n  - {}\nbgp-communities: {lab: '64513:100'}\n",
+        "address-pools:\n- {name: default, protocol: layer2, addresses: [192.0.2.100-192.0.2.110]}\n",
+    ];
+    for (i, inner) in cases.iter().enumerate() {
+        let indented: String = inner.lines().map(|l| format!("    {l}\n")).collect();
+        let source = run_dir.join(format!("legacy-{i}.yaml"));
+        fs::write(
+            &source,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config, namespace: metallb-system}}\ndata:\n  config: |\n{indented}"),
+        )
+        .expect("writing a legacy ConfigMap");
+        let mut validate = Command::new(&ferrolbctl);
+        validate.arg("validate").arg(&source);
+        stdout_of(validate);
+        let mut migrate = Command::new(&ferrolbctl);
+        migrate.arg("migrate").arg(&source);
+        let migrated = run_dir.join(format!("legacy-{i}-migrated.yaml"));
+        fs::write(&migrated, stdout_of(migrate)).expect("writing the migrated CRs");
+        let (stdout, stderr) = admin_kubectl(
+            control_plane,
+            [
+                "apply".as_ref(),
+                "--dry-run=server".as_ref(),
+                "-f".as_ref(),
+                migrated.as_os_str(),
+            ],
+        );
+        assert!(stdout.contains("(server dry run)"), "case {i}: {stdout}");
+        assert_eq!(warnings(&stderr), Vec::<&str>::new(), "case {i}");
+    }
 }

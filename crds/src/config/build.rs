@@ -13,12 +13,15 @@ use kube::ResourceExt;
 
 use super::{
     BfdProfile, BgpAdvertisement, ClusterResources, Community, Config, ConfigError, ConfigErrors,
-    ConfigWarning, DEFAULT_HOLD_TIME, DEFAULT_PEER_PORT, FieldPath, L2Advertisement, ObjectId,
-    Peer, PeerAsn, PeerPassword, PeerTarget, Pool, PoolAddress, PreferredNode, Reason, Selector,
+    ConfigWarning, DEFAULT_HOLD_TIME, FieldPath, L2Advertisement, ObjectId, Peer, PeerAsn,
+    PeerPassword, PeerTarget, Pool, PoolAddress, PreferredNode, Reason, Selector,
     ServiceAllocation, overlaps, parse_go_duration,
 };
-use crate::legacy::{self, LegacyConfigMap};
+use crate::legacy::LegacyConfigMap;
 use crate::v1beta1::DynamicASNMode;
+
+/// `BGPPeer.spec.peerPort`'s maximum (MetalLB's CRD), for legacy peers too.
+const CR_PEER_PORT_MAX: u16 = 16384;
 
 /// Where a raw object came from, to name it and its fields in errors.
 #[derive(Debug, Clone)]
@@ -289,7 +292,7 @@ fn lower(resources: &ClusterResources, sink: &mut Sink) -> Raw {
             my_asn: Some(peer.spec.my_asn),
             spec: peer.spec.clone(),
             address_required: false,
-            port_max: 16384,
+            port_max: CR_PEER_PORT_MAX,
         });
     }
     for profile in &resources.bfd_profiles {
@@ -317,21 +320,26 @@ fn lower(resources: &ClusterResources, sink: &mut Sink) -> Raw {
     raw
 }
 
+/// A legacy ConfigMap's objects, from the one lowering shared with `migrate`
+/// ([`super::lowering`]). Its peers keep the CR's port limit, so every valid ConfigMap migrates
+/// to CRs the API server accepts.
 fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
-    use crate::v1beta1::{BFDProfileSpec, BGPAdvertisementSpec, BGPPeerSpec, L2AdvertisementSpec};
-    let config = &cm.config;
-    let entry = |e: String| Origin {
-        id: ObjectId::config_map_entry(&cm.name, e),
-        prefix: FieldPath::default(),
+    let lowered = super::lowering::lower(&cm.config);
+    let origin = |entry: &str, prefix: &str| Origin {
+        id: ObjectId::config_map_entry(&cm.name, entry),
+        prefix: if prefix.is_empty() {
+            FieldPath::default()
+        } else {
+            FieldPath::new(prefix)
+        },
         legacy: true,
     };
-
     let whole = Origin {
         id: ObjectId::new("ConfigMap", &cm.name),
         prefix: FieldPath::default(),
         legacy: true,
     };
-    for (alias, value) in &config.bgp_communities {
+    for (alias, value) in &lowered.communities {
         raw.aliases.push(RawAlias {
             origin: whole.clone(),
             field: FieldPath::new(format!("bgp-communities.{alias}")),
@@ -339,158 +347,50 @@ fn lower_legacy(cm: &LegacyConfigMap, raw: &mut Raw, sink: &mut Sink) {
             value: value.clone(),
         });
     }
-
-    let mut peer_names = BTreeSet::new();
-    for (i, peer) in config.peers.iter().enumerate() {
-        // Named as MetalLB names them: by address (the position alone is hard to find).
-        let origin = match peer.peer_address.as_deref().map(str::trim) {
-            Some(address) if !address.is_empty() => entry(format!("peers[{i}] ({address})")),
-            _ => entry(format!("peers[{i}]")),
-        };
-        let name = legacy::names::unique(
-            legacy::names::peer(peer.peer_address.as_deref().unwrap_or("")),
-            &mut peer_names,
-        );
-        if peer.my_asn.is_none() {
-            sink.error(&origin, origin.field("myASN"), Reason::Missing);
-        }
-        if peer.peer_asn.is_none() {
-            sink.error(&origin, origin.field("peerASN"), Reason::Missing);
-        }
-        let spec = BGPPeerSpec {
-            my_asn: peer.my_asn.unwrap_or(0),
-            // A missing peer-asn is reported above; 1 keeps the other checks quiet.
-            peer_asn: Some(peer.peer_asn.unwrap_or(1)),
-            peer_address: peer.peer_address.clone(),
-            source_address: peer.source_address.clone(),
-            peer_port: peer.peer_port.unwrap_or(DEFAULT_PEER_PORT),
-            hold_time: peer.hold_time.clone(),
-            keepalive_time: peer.keepalive_time.clone(),
-            router_id: peer.router_id.clone(),
-            node_selectors: peer
-                .node_selectors
-                .iter()
-                .map(LabelSelector::from)
-                .collect(),
-            password: peer.password.clone(),
-            bfd_profile: peer.bfd_profile.clone(),
-            ebgp_multi_hop: peer.ebgp_multihop.unwrap_or(false),
-            ..BGPPeerSpec::default()
-        };
+    for problem in &lowered.problems {
+        let o = origin(&problem.entry, "");
+        sink.error(&o, o.field(problem.field), problem.reason.clone());
+    }
+    for peer in lowered.peers {
         raw.peers.push(RawPeer {
-            origin,
-            name,
+            origin: origin(&peer.peer.entry, &peer.peer.prefix),
+            name: peer.peer.name,
             my_asn: peer.my_asn,
-            spec,
+            spec: peer.peer.spec,
             address_required: true,
-            port_max: u16::MAX,
+            port_max: CR_PEER_PORT_MAX,
         });
     }
-
-    for (i, pool) in config.address_pools.iter().enumerate() {
-        let origin = match pool.name.as_deref() {
-            Some(name) if !name.is_empty() => entry(format!("address-pools[{i}] {name:?}")),
-            _ => entry(format!("address-pools[{i}]")),
-        };
-        let name = match &pool.name {
-            Some(name) if !name.is_empty() => name.clone(),
-            _ => {
-                sink.error(&origin, origin.field("name"), Reason::Missing);
-                format!("address-pools[{i}]")
-            }
-        };
+    for pool in lowered.pools {
         raw.pools.push(RawPool {
-            origin: origin.clone(),
-            name: name.clone(),
+            origin: origin(&pool.entry, &pool.prefix),
+            name: pool.name,
             labels: BTreeMap::new(),
-            addresses: pool.addresses.clone(),
-            auto_assign: pool.auto_assign.unwrap_or(true),
-            avoid_buggy_ips: pool.avoid_buggy_ips.unwrap_or(false),
+            addresses: pool.spec.addresses,
+            auto_assign: pool.spec.auto_assign,
+            avoid_buggy_ips: pool.spec.avoid_buggy_ips,
             allocation: None,
         });
-        match pool.protocol.as_deref() {
-            Some("layer2") => {
-                if !pool.bgp_advertisements.is_empty() {
-                    sink.error(
-                        &origin,
-                        origin.field("bgpAdvertisements"),
-                        Reason::AdvertisementsWithoutBgp,
-                    );
-                }
-                raw.l2.push(RawL2 {
-                    origin: origin.clone(),
-                    name: legacy::names::dns_label(&name),
-                    spec: L2AdvertisementSpec {
-                        ip_address_pools: vec![name.clone()],
-                        ..Default::default()
-                    },
-                });
-            }
-            Some("bgp") => {
-                let default_ad = [legacy::LegacyBgpAdvertisement::default()];
-                let ads: &[legacy::LegacyBgpAdvertisement] = if pool.bgp_advertisements.is_empty() {
-                    &default_ad
-                } else {
-                    &pool.bgp_advertisements
-                };
-                for (j, ad) in ads.iter().enumerate() {
-                    let ad_origin = Origin {
-                        prefix: if pool.bgp_advertisements.is_empty() {
-                            FieldPath::default()
-                        } else {
-                            FieldPath::new(format!("bgp-advertisements[{j}]"))
-                        },
-                        ..origin.clone()
-                    };
-                    raw.bgp.push(RawBgpAd {
-                        origin: ad_origin,
-                        name: legacy::names::bgp_advertisement(&name, j + 1),
-                        spec: BGPAdvertisementSpec {
-                            aggregation_length: ad.aggregation_length.unwrap_or(32),
-                            aggregation_length_v6: ad.aggregation_length_v6.unwrap_or(128),
-                            local_pref: ad.localpref.unwrap_or(0),
-                            communities: ad.communities.clone(),
-                            ip_address_pools: vec![name.clone()],
-                            ..BGPAdvertisementSpec::default()
-                        },
-                    });
-                }
-            }
-            Some(other) => sink.error(
-                &origin,
-                origin.field("protocol"),
-                Reason::BadProtocol {
-                    value: other.to_string(),
-                },
-            ),
-            None => sink.error(&origin, origin.field("protocol"), Reason::Missing),
-        }
     }
-
-    for (i, profile) in config.bfd_profiles.iter().enumerate() {
-        let origin = match profile.name.as_deref() {
-            Some(name) if !name.is_empty() => entry(format!("bfd-profiles[{i}] {name:?}")),
-            _ => entry(format!("bfd-profiles[{i}]")),
-        };
-        let name = match &profile.name {
-            Some(name) if !name.is_empty() => name.clone(),
-            _ => {
-                sink.error(&origin, origin.field("name"), Reason::Missing);
-                format!("bfd-profiles[{i}]")
-            }
-        };
+    for ad in lowered.l2_advertisements {
+        raw.l2.push(RawL2 {
+            origin: origin(&ad.entry, &ad.prefix),
+            name: ad.name,
+            spec: ad.spec,
+        });
+    }
+    for ad in lowered.bgp_advertisements {
+        raw.bgp.push(RawBgpAd {
+            origin: origin(&ad.entry, &ad.prefix),
+            name: ad.name,
+            spec: ad.spec,
+        });
+    }
+    for profile in lowered.bfd_profiles {
         raw.bfd.push(RawBfd {
-            origin,
-            name,
-            spec: BFDProfileSpec {
-                receive_interval: profile.receive_interval,
-                transmit_interval: profile.transmit_interval,
-                detect_multiplier: profile.detect_multiplier,
-                echo_interval: profile.echo_interval,
-                echo_mode: profile.echo_mode.unwrap_or(false),
-                passive_mode: profile.passive_mode.unwrap_or(false),
-                minimum_ttl: profile.minimum_ttl,
-            },
+            origin: origin(&profile.entry, &profile.prefix),
+            name: profile.name,
+            spec: profile.spec,
         });
     }
 }

@@ -11,6 +11,7 @@ mod community;
 mod duration;
 mod error;
 mod input;
+pub mod lowering;
 mod selector;
 
 use std::collections::BTreeMap;
