@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ferrolb_crds::annotations;
 use ferrolb_crds::cluster::{self as shared, ENDPOINT_SLICE_SERVICE_LABEL};
 use ferrolb_crds::config::{ClusterResources, Config, ConfigErrors};
 use ferrolb_crds::v1beta1;
@@ -278,6 +279,10 @@ pub fn service_infos(
                     == Some("Local"),
                 has_serving_endpoint,
                 serving_nodes,
+                shares_ip: service.metadata.annotations.as_ref().is_some_and(|a| {
+                    annotations::annotation(a, annotations::Key::AllowSharedIp)
+                        .is_some_and(|(key, _)| !key.is_empty())
+                }),
                 key,
             })
         })
@@ -395,6 +400,30 @@ mod tests {
             config.l2_advertisements
         );
         assert!(config.pool_containing(&ip).is_some());
+    }
+
+    #[test]
+    fn a_sharing_key_in_any_spelling_marks_the_service() {
+        let mut shared: Vec<Arc<Service>> = Vec::new();
+        for (name, key) in [
+            ("a", "ferrolb.io/allow-shared-ip"),
+            ("b", "metallb.io/allow-shared-ip"),
+            ("c", "metallb.universe.tf/allow-shared-ip"),
+        ] {
+            let mut s = (*service(name, json!({}), &["192.0.2.241"])).clone();
+            s.metadata.annotations = Some(BTreeMap::from([(key.to_string(), "web".to_string())]));
+            shared.push(Arc::new(s));
+        }
+        shared.push(service("alone", json!({}), &["192.0.2.242"]));
+        let infos = service_infos(&shared, &[], None);
+        let sharing: Vec<(&str, bool)> = infos
+            .iter()
+            .map(|s| (s.key.name.as_str(), s.shares_ip))
+            .collect();
+        assert_eq!(
+            sharing,
+            [("a", true), ("b", true), ("c", true), ("alone", false)]
+        );
     }
 
     #[test]

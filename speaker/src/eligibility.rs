@@ -30,14 +30,18 @@ pub trait Advertisement {
     /// Empty: every Service.
     fn service_selectors(&self) -> &[Selector];
 
-    /// Whether this advertisement covers `pool`, `service` and `node`.
+    /// Whether this advertisement covers `pool`, `service` and `node`. As in MetalLB, an
+    /// advertisement with service selectors never covers a Service that shares its IP
+    /// (`allow-shared-ip`): the Services on one IP could match different advertisements, and
+    /// one IP is announced one way.
     fn selects(&self, pool: &str, service: &ServiceInfo, node: &NodeInfo) -> bool {
         self.pools().iter().any(|p| p == pool)
             && (self.service_selectors().is_empty()
-                || self
-                    .service_selectors()
-                    .iter()
-                    .any(|s| s.matches(&service.labels)))
+                || (!service.shares_ip
+                    && self
+                        .service_selectors()
+                        .iter()
+                        .any(|s| s.matches(&service.labels))))
             && self.selects_node(node)
     }
 
@@ -181,6 +185,7 @@ spec: {{addresses: [203.0.113.128/28]}}
             local_traffic_policy: false,
             has_serving_endpoint: !serving_nodes.is_empty(),
             serving_nodes: serving_nodes.iter().map(|n| n.to_string()).collect(),
+            shares_ip: false,
         }
     }
 
@@ -236,6 +241,27 @@ spec: {{addresses: [203.0.113.128/28]}}
                 vec!["{}"],
                 |_| {},
                 "node2",
+                Ok(vec!["ad0"]),
+            ),
+            (
+                "service selector matches",
+                vec!["{serviceSelectors: [{matchLabels: {app: web}}]}"],
+                |_| {},
+                "node1",
+                Ok(vec!["ad0"]),
+            ),
+            (
+                "service selector, but the Service shares its IP",
+                vec!["{serviceSelectors: [{matchLabels: {app: web}}]}"],
+                |v| v.services[0].shares_ip = true,
+                "node1",
+                Err(SkipReason::NoMatchingAdvertisement),
+            ),
+            (
+                "no service selector: a Service that shares its IP is covered",
+                vec!["{}"],
+                |v| v.services[0].shares_ip = true,
+                "node1",
                 Ok(vec!["ad0"]),
             ),
             (

@@ -37,6 +37,9 @@ pub struct ServiceInfo {
     pub has_serving_endpoint: bool,
     /// Nodes that run at least one serving endpoint.
     pub serving_nodes: BTreeSet<String>,
+    /// It has an `allow-shared-ip` sharing key (any of its spellings): advertisements with
+    /// service selectors do not announce it (see `eligibility`).
+    pub shares_ip: bool,
 }
 
 /// One EndpointSlice endpoint's conditions, as the API reports them.
