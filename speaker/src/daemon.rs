@@ -201,6 +201,7 @@ pub async fn run(
             metrics,
             status,
             owners: BTreeMap::new(),
+            announce_failed: BTreeSet::new(),
             last_live: None,
             announced_before,
             liveness: liveness.clone(),
@@ -233,6 +234,8 @@ struct DecisionLoop {
     status: StatusHandle,
     /// Last known layer2 owner per IP, to emit Events only on change.
     owners: BTreeMap<IpAddr, Option<NodeName>>,
+    /// IPs this node owns but cannot answer (no advertised interface here), reported once.
+    announce_failed: BTreeSet<IpAddr>,
     liveness: Liveness,
     /// The live set of the previous pass, to notice speakers that join.
     last_live: Option<LiveSet>,
@@ -401,7 +404,23 @@ impl DecisionLoop {
             .publish_services(layer2, self.bgp.advertised_to(&bgp_plan.announce));
 
         let node = self.settings.node_name.as_str();
+        let mut failed = BTreeSet::new();
         for (ip, announcement) in &plan.announce {
+            if announcement.interfaces.is_empty() {
+                // Elected, but none of the advertisements' interfaces is on this host: the
+                // interfaces do not take part in the election (MetalLB), so say why the IP is
+                // not answered, once per failure.
+                failed.insert(*ip);
+                if !self.announce_failed.contains(ip) {
+                    warn!(%ip, %node, "elected, but none of the L2Advertisement's interfaces is on this host: not announced");
+                    self.status.event(StatusEvent::announce_failed(
+                        node,
+                        *ip,
+                        stores.service_refs(&announcement.services),
+                    ));
+                }
+                continue;
+            }
             let was_ours = self
                 .owners
                 .get(ip)
@@ -420,6 +439,7 @@ impl DecisionLoop {
             }
         }
         self.owners = plan.owners.clone();
+        self.announce_failed = failed;
         self.announced_before.clear();
     }
 }

@@ -50,6 +50,9 @@ use crate::view::ServiceKey;
 
 /// Event reason on a Service when a node starts announcing one of its IPs.
 pub const EVENT_REASON_ANNOUNCING: &str = "AnnouncingNode";
+/// Warning Event reason on a Service when the node elected for one of its IPs has none of the
+/// L2Advertisement's interfaces (MetalLB's reason).
+pub const EVENT_REASON_ANNOUNCE_FAILED: &str = "announceFailed";
 /// Event reason on a BGPPeer when one node's session with it becomes Established.
 pub const EVENT_REASON_SESSION_UP: &str = "SessionEstablished";
 /// Event reason on a BGPPeer when one node's session with it goes down.
@@ -129,6 +132,19 @@ impl StatusEvent {
             reason: EVENT_REASON_ANNOUNCING,
             action: "Announce",
             note: format!("node {node} announces {ip} ({mode})"),
+        }
+    }
+
+    /// `node` was elected for `ip` but has none of the advertisements' interfaces.
+    pub fn announce_failed(node: &str, ip: IpAddr, services: Vec<ObjectReference>) -> Self {
+        StatusEvent {
+            regarding: Regarding::Services(services),
+            warning: true,
+            reason: EVENT_REASON_ANNOUNCE_FAILED,
+            action: "Announce",
+            note: format!(
+                "node {node} is elected for {ip} but has none of the L2Advertisement's interfaces: {ip} is not announced"
+            ),
         }
     }
 }

@@ -278,3 +278,45 @@ endpoints:
         eprintln!("{ip} answered by {:?}", owner.map(|m| ctx.node_of_mac(&m)));
     }
 }
+
+/// The interfaces of an L2Advertisement do not take part in the election (MetalLB): when the
+/// elected node has none of them, nobody answers, and the Service gets a Warning Event
+/// `announceFailed` that says so (as documented in docs/configuration.md and the CRD).
+#[test]
+fn e2e_layer2_missing_interface_is_reported() {
+    let test = "e2e_layer2_missing_interface_is_reported";
+    let Some(lab) = TestLab::start(test, 2).unwrap() else {
+        return;
+    };
+    let ctx = L2Probe::new(&lab);
+    let yaml = manifest("web", false, &["node1", "node2"]).replace(
+        "  ipAddressPools: [e2e]\n",
+        "  ipAddressPools: [e2e]\n  interfaces: [eth9]\n",
+    );
+    assert!(yaml.contains("eth9"), "the manifest changed: {yaml}");
+    ctx.apply("svc", &yaml);
+    let (v4, _) = ctx.service_ips("web", l2probe::ASSIGN_TIMEOUT);
+    let mut notes = String::new();
+    eventually(
+        "a Warning announceFailed Event on the Service",
+        Duration::from_secs(30),
+        || {
+            notes = ctx.kubectl(&[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={range .items[?(@.reason==\"announceFailed\")]}{.type}{\" \"}{.regarding.name}{\" \"}{.note}{\"\\n\"}{end}",
+            ]);
+            notes
+                .lines()
+                .any(|l| l.starts_with("Warning web ") && l.contains(&v4.to_string()))
+        },
+    );
+    eprintln!("events: {notes}");
+    assert!(
+        ctx.arp_macs(v4, PROBES).is_empty(),
+        "{v4} is answered although no node has eth9"
+    );
+}
