@@ -41,8 +41,8 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(30);
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
-fn config() -> String {
-    "apiVersion: ferrolb.io/v1beta1
+/// The dual-stack pool and its BGPAdvertisement (community 64513:100), as YAML documents.
+const POOL_AND_ADVERTISEMENT: &str = "apiVersion: ferrolb.io/v1beta1
 kind: IPAddressPool
 metadata: {name: e2e-bgp, namespace: ferrolb-system}
 spec:
@@ -55,7 +55,11 @@ spec:
   ipAddressPools: [e2e-bgp]
   communities: [\"64513:100\"]
 ---
-apiVersion: ferrolb.io/v1beta1
+";
+
+fn config() -> String {
+    POOL_AND_ADVERTISEMENT.to_string()
+        + "apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {name: router-v4, namespace: ferrolb-system}
 spec: {myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1}
@@ -65,7 +69,6 @@ kind: BGPPeer
 metadata: {name: router-v6, namespace: ferrolb-system}
 spec: {myASN: 64513, peerASN: 64512, peerAddress: \"2001:db8:2::1\"}
 "
-    .to_string()
 }
 
 /// A dual-stack LoadBalancer Service `default/web` and an EndpointSlice with one ready endpoint
@@ -281,20 +284,8 @@ stringData: {{password: {password}}}
 }
 
 fn secret_config() -> String {
-    "apiVersion: ferrolb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: e2e-bgp, namespace: ferrolb-system}
-spec:
-  addresses: [\"203.0.113.128/25\", \"2001:db8:ee::/64\"]
----
-apiVersion: ferrolb.io/v1beta1
-kind: BGPAdvertisement
-metadata: {name: e2e-bgp, namespace: ferrolb-system}
-spec:
-  ipAddressPools: [e2e-bgp]
-  communities: [\"64513:100\"]
----
-apiVersion: ferrolb.io/v1beta1
+    POOL_AND_ADVERTISEMENT.to_string()
+        + "apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {name: router-v4, namespace: ferrolb-system}
 spec:
@@ -304,7 +295,6 @@ spec:
   connectTime: 2s
   passwordSecret: {name: router-md5, namespace: ferrolb-system}
 "
-    .to_string()
 }
 
 /// `kubectl get <kind> -n ferrolb-system -o json`'s items.

@@ -69,6 +69,29 @@ fn entry_of(list: &str, i: usize, name: Option<&str>) -> String {
     }
 }
 
+/// The entry label and name of the `i`-th entry of `list`; a missing name is a problem, and
+/// the entry is then called `<fallback>-<i+1>`.
+fn named_entry(
+    list: &str,
+    i: usize,
+    name: Option<&str>,
+    fallback: &str,
+    out: &mut LoweredConfig,
+) -> (String, String) {
+    let entry = entry_of(list, i, name);
+    match name.map(str::trim) {
+        Some(name) if !name.is_empty() => (entry, name.to_string()),
+        _ => {
+            out.problems.push(Problem {
+                entry: entry.clone(),
+                field: "name",
+                reason: Reason::Missing,
+            });
+            (entry, format!("{fallback}-{}", i + 1))
+        }
+    }
+}
+
 /// Lowers `config`. Values are copied as written, after trimming; defaults that the legacy
 /// format implies (a pool's `auto-assign`, a peer's port) are the CRs' defaults.
 pub fn lower(config: &LegacyConfig) -> LoweredConfig {
@@ -90,18 +113,7 @@ fn lower_pools(config: &LegacyConfig, out: &mut LoweredConfig) {
     let mut pool_names = BTreeSet::new();
     let mut ad_names = BTreeSet::new();
     for (i, pool) in config.address_pools.iter().enumerate() {
-        let entry = entry_of("address-pools", i, pool.name.as_deref());
-        let name = match pool.name.as_deref().map(str::trim) {
-            Some(name) if !name.is_empty() => name.to_string(),
-            _ => {
-                out.problems.push(Problem {
-                    entry: entry.clone(),
-                    field: "name",
-                    reason: Reason::Missing,
-                });
-                format!("pool-{}", i + 1)
-            }
-        };
+        let (entry, name) = named_entry("address-pools", i, pool.name.as_deref(), "pool", out);
         let cr_name = names::unique(names::dns_label(&name), &mut pool_names);
         out.pools.push(Lowered {
             entry: entry.clone(),
@@ -254,18 +266,13 @@ fn lower_peers(config: &LegacyConfig, out: &mut LoweredConfig) {
 fn lower_bfd(config: &LegacyConfig, out: &mut LoweredConfig) {
     let mut bfd_names = BTreeSet::new();
     for (i, profile) in config.bfd_profiles.iter().enumerate() {
-        let entry = entry_of("bfd-profiles", i, profile.name.as_deref());
-        let name = match profile.name.as_deref().map(str::trim) {
-            Some(name) if !name.is_empty() => name.to_string(),
-            _ => {
-                out.problems.push(Problem {
-                    entry: entry.clone(),
-                    field: "name",
-                    reason: Reason::Missing,
-                });
-                format!("bfd-profile-{}", i + 1)
-            }
-        };
+        let (entry, name) = named_entry(
+            "bfd-profiles",
+            i,
+            profile.name.as_deref(),
+            "bfd-profile",
+            out,
+        );
         out.bfd_profiles.push(Lowered {
             entry,
             prefix: String::new(),
