@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -889,4 +890,432 @@ fn e2e_bgp_bad_input() {
     };
     assert_eq!(accepted, count, "connections from our speaker");
     wait_thread(thread);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fuzz seeds from real routers (`#[ignore]`d: run by hand, see docs/fuzzing.md).
+
+/// Where the captured messages go: `speaker/fuzz/seeds/bgp`, or `FLB_BGP_SEEDS`.
+fn seeds_dir() -> PathBuf {
+    std::env::var_os("FLB_BGP_SEEDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/bgp"))
+}
+
+/// The families an OPEN's multiprotocol capabilities name (none: IPv4 unicast, RFC 4760 §8).
+fn open_families(open: &Received) -> BTreeSet<Family> {
+    let body = open.body();
+    let mut families = BTreeSet::new();
+    let mut any = false;
+    let mut params = body.get(10..).unwrap_or_default();
+    while let [kind, len, rest @ ..] = params {
+        let (value, next) = rest.split_at(usize::from(*len).min(rest.len()));
+        if *kind == 2 {
+            let mut caps = value;
+            while let [code, len, rest @ ..] = caps {
+                let (cap, next) = rest.split_at(usize::from(*len).min(rest.len()));
+                if let (1, [0, afi, _, 1]) = (*code, cap) {
+                    any = true;
+                    match afi {
+                        1 => families.insert(Family::Ipv4Unicast),
+                        2 => families.insert(Family::Ipv6Unicast),
+                        _ => false,
+                    };
+                }
+                caps = next;
+            }
+        }
+        params = next;
+    }
+    if !any {
+        families.insert(Family::Ipv4Unicast);
+    }
+    families
+}
+
+/// Messages framed out of a byte stream that is read with a timeout (a `read_exact` cut short
+/// by the timeout would lose its place in the stream).
+struct Framer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+enum Next {
+    Message(Received),
+    Quiet,
+    Closed,
+}
+
+impl Framer {
+    fn next(&mut self) -> Next {
+        loop {
+            if self.buf.len() >= 19 {
+                let len = usize::from(u16::from_be_bytes([self.buf[16], self.buf[17]]));
+                assert!(
+                    (19..=4096).contains(&len),
+                    "length {len}: {:02x?}",
+                    self.buf
+                );
+                if self.buf.len() >= len {
+                    let bytes: Vec<u8> = self.buf.drain(..len).collect();
+                    return Next::Message(Received {
+                        kind: bytes[18],
+                        bytes,
+                    });
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Next::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Next::Quiet;
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Next::Closed,
+                Err(e) => panic!("reading from the router: {e}"),
+            }
+        }
+    }
+}
+
+/// One session with a router, from our side: our OPEN (with graceful restart, so that the
+/// router sends End-of-RIB), KEEPALIVEs, until the router's End-of-RIB for every family both
+/// sides have; then `provoke` (bad bytes) and whatever the router answers until it closes.
+/// Returns everything the router sent, in order.
+fn record(node_ns: &str, router: SocketAddr, provoke: Vec<u8>) -> Vec<Received> {
+    let node_id = ferrolb_tests::netlab::topology::node_addresses(1).0;
+    let stream = in_netns(node_ns, move || {
+        let start = Instant::now();
+        loop {
+            match TcpStream::connect_timeout(&router, Duration::from_secs(2)) {
+                Ok(stream) => return stream,
+                // The daemon may still be starting.
+                Err(e) if start.elapsed() < DEADLINE => {
+                    eprintln!("connecting to {router}: {e}, again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("connecting to {router}: {e}"),
+            }
+        }
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut framer = Framer {
+        stream,
+        buf: Vec::new(),
+    };
+    let send = |framer: &mut Framer, bytes: &[u8]| {
+        framer.stream.write_all(bytes).expect("send to the router");
+    };
+    send(&mut framer, &wire::open_with(NODE_ASN, 90, node_id, true));
+    let mut received: Vec<Received> = Vec::new();
+    let mut missing: Option<BTreeSet<Family>> = None;
+    let mut keepalive_seen = false;
+    let start = Instant::now();
+    while missing.as_ref().is_none_or(|m| !m.is_empty()) || !keepalive_seen {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{router}: no End-of-RIB for {missing:?} (keepalive: {keepalive_seen}); got {:?}",
+            received.iter().map(Received::describe).collect::<Vec<_>>()
+        );
+        match framer.next() {
+            Next::Message(message) => {
+                eprintln!("{router}: {}", message.describe());
+                match message.kind {
+                    wire::OPEN => {
+                        let ours = BTreeSet::from([Family::Ipv4Unicast, Family::Ipv6Unicast]);
+                        missing = Some(
+                            open_families(&message)
+                                .intersection(&ours)
+                                .copied()
+                                .collect(),
+                        );
+                        send(&mut framer, &wire::keepalive());
+                    }
+                    wire::KEEPALIVE => keepalive_seen = true,
+                    wire::NOTIFICATION => panic!("{router}: {}", message.describe()),
+                    _ => {}
+                }
+                if let (Some(family), Some(missing)) = (message.end_of_rib(), missing.as_mut()) {
+                    missing.remove(&family);
+                }
+                received.push(message);
+            }
+            // Keep the router's hold timer (3 s for FRR's lab peers) from expiring.
+            Next::Quiet if missing.is_some() => send(&mut framer, &wire::keepalive()),
+            Next::Quiet => {}
+            Next::Closed => panic!("{router} closed the session"),
+        }
+    }
+    send(&mut framer, &provoke);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        match framer.next() {
+            Next::Message(message) => {
+                eprintln!("{router}: {}", message.describe());
+                received.push(message);
+            }
+            Next::Quiet => {}
+            Next::Closed => break,
+        }
+    }
+    received
+}
+
+/// The seed files of one session: `<router>-<v4|v6>-<nn>-<kind>.bin`, a message each; of the
+/// KEEPALIVEs (all alike) only the first.
+fn write_seeds(dir: &Path, session: &str, messages: &[Received]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut keepalive_written = false;
+    for (index, message) in messages.iter().enumerate() {
+        let kind = match (message.kind, message.end_of_rib(), message.notification()) {
+            (wire::KEEPALIVE, ..) if keepalive_written => continue,
+            (wire::KEEPALIVE, ..) => {
+                keepalive_written = true;
+                "keepalive".to_string()
+            }
+            (wire::OPEN, ..) => "open".to_string(),
+            (_, Some(Family::Ipv4Unicast), _) => "end-of-rib-ipv4".to_string(),
+            (_, Some(Family::Ipv6Unicast), _) => "end-of-rib-ipv6".to_string(),
+            (wire::UPDATE, ..) => "update".to_string(),
+            (_, _, Some((code, subcode, _))) => format!("notification-{code}-{subcode}"),
+            (wire::ROUTE_REFRESH, ..) => "route-refresh".to_string(),
+            (kind, ..) => format!("type-{kind}"),
+        };
+        let name = format!("{session}-{:02}-{kind}.bin", index + 1);
+        std::fs::write(dir.join(&name), &message.bytes).expect("write a seed");
+        names.push(name);
+    }
+    names
+}
+
+/// `vtysh -c` lines from `configure terminal` on (bgpd may still be starting).
+fn configure_frr(router: &Router, lines: &[&str]) {
+    eventually("bgpd: seed routes", || {
+        let mut args = vec!["-N", router.ns.as_str(), "-c", "configure terminal"];
+        for line in lines {
+            args.extend(["-c", line]);
+        }
+        let mut vtysh = ferrolb_tests::cmd::command("vtysh", args);
+        vtysh.env("LC_ALL", "C");
+        ferrolb_tests::cmd::run(vtysh)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+}
+
+/// BIRD 2 in the router namespace: two passive sessions on port 1790 (FRR has 179), static
+/// routes with communities and large communities.
+fn start_bird(ns: &str, dir: &Path) {
+    let conf = dir.join("bird.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"router id 192.0.2.1;
+log "{log}" all;
+protocol device {{}}
+protocol static seeds4 {{
+  ipv4;
+  route 203.0.113.128/26 blackhole {{ bgp_community.add((64520, 100)); bgp_large_community.add((64520, 1, 2)); }};
+  route 203.0.113.192/26 blackhole;
+}}
+protocol static seeds6 {{
+  ipv6;
+  route 2001:db8:ef::/48 blackhole {{ bgp_community.add((64520, 100)); bgp_large_community.add((64520, 1, 2)); }};
+}}
+protocol bgp rec4 {{
+  local 192.0.2.1 port 1790 as 64520;
+  neighbor 192.0.2.11 as 64513;
+  passive on;
+  ipv4 {{ import none; export all; }};
+}}
+protocol bgp rec6 {{
+  local 2001:db8:2::1 port 1790 as 64520;
+  neighbor 2001:db8:2::11 as 64513;
+  passive on;
+  ipv6 {{ import none; export all; }};
+}}
+"#,
+            log = dir.join("bird.log").display()
+        ),
+    )
+    .expect("bird.conf");
+    let socket = dir.join("bird.ctl");
+    ferrolb_tests::process::Background {
+        name: "bird",
+        ns,
+        program: Path::new("bird"),
+        args: vec![
+            "-f".into(),
+            "-c".into(),
+            conf.display().to_string(),
+            "-s".into(),
+            socket.display().to_string(),
+        ],
+        env: Default::default(),
+        dir,
+    }
+    .start()
+    .expect("start bird");
+}
+
+/// GoBGP in the router namespace: passive on port 1792, its API on the namespace's loopback,
+/// routes added through the CLI; graceful restart on, without which it sends no End-of-RIB.
+fn start_gobgp(ns: &str, dir: &Path) {
+    let conf = dir.join("gobgpd.toml");
+    let mut toml = String::from(
+        "[global.config]\n  as = 64530\n  router-id = \"192.0.2.1\"\n  port = 1792\n  local-address-list = [\"192.0.2.1\", \"2001:db8:2::1\"]\n",
+    );
+    for (neighbor, family) in [
+        ("192.0.2.11", "ipv4-unicast"),
+        ("2001:db8:2::11", "ipv6-unicast"),
+    ] {
+        toml.push_str(&format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{neighbor}\"\n    peer-as = 64513\n  [neighbors.transport.config]\n    passive-mode = true\n  [neighbors.graceful-restart.config]\n    enabled = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+        ));
+    }
+    std::fs::write(&conf, toml).expect("gobgpd.toml");
+    ferrolb_tests::process::Background {
+        name: "gobgpd",
+        ns,
+        program: Path::new("gobgpd"),
+        args: vec![
+            "-f".into(),
+            conf.display().to_string(),
+            "--api-hosts".into(),
+            "127.0.0.1:50061".into(),
+            "--pprof-disable".into(),
+            "-p".into(),
+        ],
+        env: Default::default(),
+        dir,
+    }
+    .start()
+    .expect("start gobgpd");
+    let routes: [&[&str]; 3] = [
+        &[
+            "-a",
+            "ipv4",
+            "203.0.113.32/27",
+            "nexthop",
+            "192.0.2.1",
+            "community",
+            "64530:100",
+            "large-community",
+            "64530:1:2",
+        ],
+        &["-a", "ipv4", "203.0.113.96/27", "nexthop", "192.0.2.1"],
+        &[
+            "-a",
+            "ipv6",
+            "2001:db8:f0::/48",
+            "nexthop",
+            "2001:db8:2::1",
+            "community",
+            "64530:100",
+            "large-community",
+            "64530:1:2",
+        ],
+    ];
+    for route in routes {
+        eventually(&format!("gobgp global rib add {route:?}"), || {
+            let mut gobgp = ferrolb_tests::netlab::netns::exec(ns, "gobgp");
+            gobgp
+                .args(["-p", "50061", "global", "rib", "add"])
+                .args(route);
+            ferrolb_tests::cmd::run(gobgp)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+    }
+}
+
+/// Records what FRR, BIRD and GoBGP send, one file per message, into the fuzz seeds.
+/// `cargo test -p ferrolb-speaker --test e2e_bgp_bad_input -- --ignored capture_bgp_seeds
+/// --nocapture` (root).
+#[test]
+#[ignore = "writes the fuzz seeds; run by hand (docs/fuzzing.md)"]
+fn capture_bgp_seeds() {
+    let test = "capture_bgp_seeds";
+    init_tracing();
+    let Some(lab) = TestLab::network(test, 1).unwrap() else {
+        return;
+    };
+    let topology = &lab.netlab().topology;
+    let router = lab.netlab().router();
+    let router_ns = topology.router_ns();
+    let node_ns = topology.ns("node1");
+    let dir = lab.run_dir().join("seed-routers");
+    std::fs::create_dir_all(&dir).expect("run dir");
+    configure_frr(
+        &router,
+        &[
+            "route-map flb-seeds permit 10",
+            "set community 64512:100 64512:200",
+            "set large-community 64512:1:2",
+            "exit",
+            &format!("router bgp {ROUTER_ASN}"),
+            "address-family ipv4 unicast",
+            "network 203.0.113.0/26 route-map flb-seeds",
+            "network 203.0.113.64/26",
+            "exit-address-family",
+            "address-family ipv6 unicast",
+            "network 2001:db8:ee::/48 route-map flb-seeds",
+            "exit-address-family",
+        ],
+    );
+    start_bird(&router_ns, &dir);
+    start_gobgp(&router_ns, &dir);
+
+    // Bad input that makes each router send a NOTIFICATION, recorded too: a 20-byte KEEPALIVE
+    // (Bad Message Length), a message of type 9 (Bad Message Type), an UPDATE whose Total Path
+    // Attribute Length runs past the message (Malformed Attribute List), a second OPEN (FSM
+    // error). BIRD and GoBGP sent no NOTIFICATION (none within 10 s) for some of them, so each
+    // session gets one its router answers, where one was found (GoBGP's IPv6 session: none).
+    let mut bad_length = wire::keepalive();
+    bad_length[17] = 20;
+    bad_length.push(0);
+    let bad_type = wire::message(9, &[]);
+    let mut attributes_overrun = wire::update(&[], &[0x40, 1, 1, 0], &[]);
+    attributes_overrun[21..23].copy_from_slice(&200u16.to_be_bytes());
+    let second_open = wire::open(NODE_ASN, 90, Ipv4Addr::new(192, 0, 2, 11));
+    let v4 = |port| SocketAddr::new(IpAddr::V4(ROUTER_LAN_V4), port);
+    let v6 = |port| {
+        SocketAddr::new(
+            IpAddr::V6(ferrolb_tests::netlab::topology::ROUTER_LAN_V6),
+            port,
+        )
+    };
+    let sessions = [
+        ("frr-v4", v4(179), bad_length),
+        ("frr-v6", v6(179), bad_type.clone()),
+        ("bird-v4", v4(1790), attributes_overrun.clone()),
+        ("bird-v6", v6(1790), bad_type),
+        ("gobgp-v4", v4(1792), attributes_overrun),
+        ("gobgp-v6", v6(1792), second_open),
+    ];
+    let seeds = seeds_dir();
+    std::fs::create_dir_all(&seeds).expect("seeds dir");
+    for (session, address, provoke) in sessions {
+        let messages = record(&node_ns, address, provoke);
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.kind == wire::UPDATE && m.end_of_rib().is_none()),
+            "{session}: no UPDATE with routes"
+        );
+        // Repeatable: this session's files from an earlier run go first.
+        for entry in std::fs::read_dir(&seeds).expect("seeds dir").flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{session}-"))
+            {
+                std::fs::remove_file(entry.path()).expect("remove an old seed");
+            }
+        }
+        let names = write_seeds(&seeds, session, &messages);
+        eprintln!("{session}: {}", names.join(" "));
+    }
 }
