@@ -550,9 +550,8 @@ pub fn decode(buf: &[u8], context: &DecodeContext) -> Result<Message, DecodeErro
     }
 }
 
-/// OPEN and UPDATE, through netgauze.
-fn decode_structured(buf: &[u8], context: &DecodeContext) -> Result<Message, DecodeError> {
-    let mut parsing = BgpParsingContext::new(
+fn parsing_context(context: &DecodeContext) -> BgpParsingContext {
+    BgpParsingContext::new(
         context.four_octet_as,
         HashMap::new(),
         HashMap::new(),
@@ -563,7 +562,12 @@ fn decode_structured(buf: &[u8], context: &DecodeContext) -> Result<Message, Dec
         false,
         // Malformed attributes stop the parse; we classify them ourselves (RFC 7606).
         true,
-    );
+    )
+}
+
+/// OPEN and UPDATE, through netgauze.
+fn decode_structured(buf: &[u8], context: &DecodeContext) -> Result<Message, DecodeError> {
+    let mut parsing = parsing_context(context);
     let mut reader = SliceReader::new(buf);
     match BgpMessage::parse(&mut reader, &mut parsing) {
         Ok(BgpMessage::Open(open)) => Ok(Message::Open(open_params(&open))),
@@ -574,7 +578,7 @@ fn decode_structured(buf: &[u8], context: &DecodeContext) -> Result<Message, Dec
             vec![u8::from(other.get_type())],
             "unexpected message type",
         )),
-        Err(error) => Err(classify(error, buf)),
+        Err(error) => Err(classify(error, buf, context)),
     }
 }
 
@@ -692,7 +696,7 @@ fn mp_unreach_len(unreach: &MpUnreach) -> usize {
 }
 
 /// netgauze's parse error → what the session does.
-fn classify(error: BgpMessageParsingError, buf: &[u8]) -> DecodeError {
+fn classify(error: BgpMessageParsingError, buf: &[u8], context: &DecodeContext) -> DecodeError {
     let reason = error.to_string();
     let length = u16::try_from(buf.len()).unwrap_or(u16::MAX);
     match error {
@@ -711,7 +715,7 @@ fn classify(error: BgpMessageParsingError, buf: &[u8]) -> DecodeError {
         }
         BgpMessageParsingError::BgpOpenMessageParsingError(open) => classify_open(open, reason),
         BgpMessageParsingError::BgpUpdateMessageParsingError(update) => {
-            classify_update(&update, reason, buf)
+            classify_update(&update, reason, buf, context)
         }
         // Read by hand above; kept total so a future netgauze path cannot panic or hang.
         BgpMessageParsingError::BgpNotificationMessageParsingError(_)
@@ -756,11 +760,22 @@ fn classify_update(
     error: &BgpUpdateMessageParsingError,
     reason: String,
     buf: &[u8],
+    context: &DecodeContext,
 ) -> DecodeError {
     use UpdateErrorHandling::{AttributeDiscard, TreatAsWithdraw};
     use update_subcode as sub;
+    let body = &buf[HEADER_LEN..];
     let attribute = match error {
-        // The withdrawn or attribute length runs past the message.
+        // netgauze reports a byte shortage at the UPDATE level both when the Withdrawn Routes
+        // or Total Path Attribute Length runs past the message (the NLRI cannot be located:
+        // reset) and when an attribute's header is cut short by the end of the attribute list
+        // (RFC 7606 §4: treat-as-withdraw). The outer lengths tell the two apart.
+        BgpUpdateMessageParsingError::Parse(_) if nlri_is_locatable(body) => {
+            return DecodeError::Update {
+                reason,
+                handling: TreatAsWithdraw,
+            };
+        }
         BgpUpdateMessageParsingError::Parse(_) => {
             return DecodeError::update_reset(sub::MALFORMED_ATTRIBUTE_LIST, reason);
         }
@@ -783,8 +798,10 @@ fn classify_update(
         | PathAttributeParsingError::MpUnreachErrorError(_) => {
             (sub::OPTIONAL_ATTRIBUTE_ERROR, None)
         }
+        // netgauze's only complaint about an attribute it does not know: its length runs past
+        // the attribute list (RFC 7606 §4: treat-as-withdraw).
         PathAttributeParsingError::UnknownAttributeError(_) => {
-            (sub::MALFORMED_ATTRIBUTE_LIST, None)
+            (sub::MALFORMED_ATTRIBUTE_LIST, Some(TreatAsWithdraw))
         }
         // RFC 7606 §3 c.
         PathAttributeParsingError::InvalidPathAttribute { .. } => {
@@ -823,11 +840,74 @@ fn classify_update(
     // RFC 7606 §4: the lenient handlings need the NLRI to be located (through the Total
     // Attribute Length) and parsed; otherwise the RFC 4271 reset applies.
     match lenient {
-        Some(handling) if nlri_is_locatable(&buf[HEADER_LEN..]) => {
-            DecodeError::Update { reason, handling }
+        Some(handling) if nlri_is_locatable(body) => DecodeError::Update { reason, handling },
+        _ => {
+            // RFC 4271 §6.3: these subcodes carry the erroneous attribute (type, length and
+            // value) as Data.
+            let data = match subcode {
+                sub::ATTRIBUTE_FLAGS_ERROR
+                | sub::ATTRIBUTE_LENGTH_ERROR
+                | sub::INVALID_ORIGIN_ATTRIBUTE
+                | sub::INVALID_NEXT_HOP_ATTRIBUTE
+                | sub::OPTIONAL_ATTRIBUTE_ERROR => {
+                    erroneous_attribute(body, context).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
+            DecodeError::Update {
+                reason,
+                handling: UpdateErrorHandling::SessionReset(Notification::new(
+                    error_code::UPDATE,
+                    subcode,
+                    data,
+                )),
+            }
         }
-        _ => DecodeError::update_reset(subcode, reason),
     }
+}
+
+/// An UPDATE body's Withdrawn Routes, Path Attributes and NLRI fields, when the two outer
+/// lengths fit in the message.
+fn update_fields(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    fn take_u16(buf: &[u8]) -> Option<(usize, &[u8])> {
+        let (len, rest) = buf.split_first_chunk::<2>()?;
+        Some((usize::from(u16::from_be_bytes(*len)), rest))
+    }
+    let (withdrawn_len, rest) = take_u16(body)?;
+    let (withdrawn, rest) = rest.split_at_checked(withdrawn_len)?;
+    let (attributes_len, rest) = take_u16(rest)?;
+    let (attributes, nlri) = rest.split_at_checked(attributes_len)?;
+    Some((withdrawn, attributes, nlri))
+}
+
+/// The first path attribute that netgauze refuses when it parses it on its own, as it is on
+/// the wire (flags, type, length, value; cut where the attribute list ends): netgauze's
+/// errors say what is wrong but not where each attribute starts. `None` if every attribute
+/// parses (or the list cannot be located).
+fn erroneous_attribute(body: &[u8], context: &DecodeContext) -> Option<Vec<u8>> {
+    let (_, mut rest, _) = update_fields(body)?;
+    while !rest.is_empty() {
+        let flags = rest[0];
+        let (header_len, value_len) = if flags & 0x10 != 0 {
+            (4, rest.get(2..4).map(|l| u16::from_be_bytes([l[0], l[1]])))
+        } else {
+            (3, rest.get(2).map(|l| u16::from(*l)))
+        };
+        let Some(value_len) = value_len else {
+            // Not even a whole header: this is the broken one.
+            return Some(rest.to_vec());
+        };
+        let end = header_len + usize::from(value_len);
+        let Some(raw) = rest.get(..end) else {
+            return Some(rest.to_vec());
+        };
+        let mut parsing = parsing_context(context);
+        if PathAttribute::parse(&mut SliceReader::new(raw), &mut parsing).is_err() {
+            return Some(raw.to_vec());
+        }
+        rest = &rest[end..];
+    }
+    None
 }
 
 /// Checks an UPDATE body's outer lengths and its two prefix fields: true when the Withdrawn
@@ -845,17 +925,8 @@ fn nlri_is_locatable(body: &[u8]) -> bool {
         }
         true
     }
-    fn take_u16(buf: &[u8]) -> Option<(usize, &[u8])> {
-        let (len, rest) = buf.split_first_chunk::<2>()?;
-        Some((usize::from(u16::from_be_bytes(*len)), rest))
-    }
-    let fields = take_u16(body).and_then(|(withdrawn_len, rest)| {
-        let (withdrawn, rest) = rest.split_at_checked(withdrawn_len)?;
-        let (attributes_len, rest) = take_u16(rest)?;
-        let (_attributes, nlri) = rest.split_at_checked(attributes_len)?;
-        Some((withdrawn, nlri))
-    });
-    fields.is_some_and(|(withdrawn, nlri)| prefixes_fit(withdrawn) && prefixes_fit(nlri))
+    update_fields(body)
+        .is_some_and(|(withdrawn, _, nlri)| prefixes_fit(withdrawn) && prefixes_fit(nlri))
 }
 
 /// A message that could not be written.
@@ -1833,6 +1904,22 @@ mod tests {
                 update_bytes(&[0, 9, 0, 0]),
                 Some((3, 1)),
             ),
+            (
+                "an unknown attribute running past the attribute list: treat-as-withdraw \
+                 (RFC 7606 §4)",
+                update_with_attribute(0xc0, 99, &[]).splice_attribute_len(40),
+                None,
+            ),
+            (
+                "two octets of a last attribute header: treat-as-withdraw (RFC 7606 §4)",
+                update_with_trailing(&[0xc0, 99]),
+                None,
+            ),
+            (
+                "one octet of a last attribute header: treat-as-withdraw (RFC 7606 §4)",
+                update_with_trailing(&[0xc0]),
+                None,
+            ),
         ];
         for (name, bytes, expected) in cases {
             let framed = message_len(&bytes);
@@ -1843,6 +1930,72 @@ mod tests {
             let got = error.notification().map(|n| (n.code, n.subcode));
             assert_eq!(got, expected, "{name}: {error}");
         }
+    }
+
+    /// What [`update_with_attribute`] built, with the last attribute's length octet changed.
+    trait SpliceAttributeLen {
+        fn splice_attribute_len(self, len: u8) -> Vec<u8>;
+    }
+
+    impl SpliceAttributeLen for Vec<u8> {
+        fn splice_attribute_len(mut self, len: u8) -> Vec<u8> {
+            // The NLRI (4 bytes) follows the last attribute; its length octet precedes its value.
+            let at = self.len() - 4 - 1;
+            self[at] = len;
+            self
+        }
+    }
+
+    /// An UPDATE with ORIGIN, AS_PATH, NEXT_HOP, then `trailing` bytes in the attribute list,
+    /// and the NLRI 192.0.2.0/24.
+    fn update_with_trailing(trailing: &[u8]) -> Vec<u8> {
+        let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 10, 0, 0, 1];
+        attrs.extend_from_slice(trailing);
+        let mut body = vec![0, 0];
+        body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        body.extend_from_slice(&attrs);
+        body.extend_from_slice(&[24, 192, 0, 2]);
+        update_bytes(&body)
+    }
+
+    /// RFC 4271 §6.3: Attribute Flags, Attribute Length, Invalid ORIGIN, Invalid NEXT_HOP and
+    /// Optional Attribute errors carry the erroneous attribute (found by the lab test with an
+    /// MP_REACH_NLRI holding an IPv6 /129: the NOTIFICATION had no data).
+    #[test]
+    fn reset_notifications_carry_the_erroneous_attribute() {
+        let ctx = DecodeContext {
+            four_octet_as: true,
+        };
+        // ORIGIN, AS_PATH, then MP_REACH_NLRI (IPv6 unicast, next hop 2001:db8::1) with a /129.
+        let mut mp_reach_value = vec![0, 2, 1, 16, 0x20, 0x01, 0x0d, 0xb8];
+        mp_reach_value.extend_from_slice(&[0; 11]);
+        mp_reach_value.extend_from_slice(&[1, 0, 129]);
+        mp_reach_value.extend_from_slice(&[0x20; 17]);
+        let mut mp_reach = vec![0x80, 14, mp_reach_value.len() as u8];
+        mp_reach.extend_from_slice(&mp_reach_value);
+        let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 0];
+        attrs.extend_from_slice(&mp_reach);
+        let mut body = vec![0, 0];
+        body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        body.extend_from_slice(&attrs);
+        let error = decode(&update_bytes(&body), &ctx).unwrap_err();
+        let notification = error.notification().expect("a reset");
+        assert_eq!((notification.code, notification.subcode), (3, 9), "{error}");
+        assert_eq!(notification.data, mp_reach, "{error}");
+
+        // ORIGIN 5 with an unparseable NLRI: reset, Invalid ORIGIN, the ORIGIN attribute.
+        let mut bytes = update_with_attribute(0x40, 5, &[0, 0, 0, 100]);
+        let last = bytes.len() - 4;
+        bytes[last] = 33;
+        bytes[23..27].copy_from_slice(&[0x40, 1, 1, 5]);
+        let error = decode(&bytes, &ctx).unwrap_err();
+        let notification = error.notification().expect("a reset");
+        assert_eq!((notification.code, notification.subcode), (3, 6), "{error}");
+        assert_eq!(notification.data, [0x40, 1, 1, 5], "{error}");
+
+        // Malformed Attribute List carries nothing.
+        let error = decode(&update_bytes(&[0, 9, 0, 0]), &ctx).unwrap_err();
+        assert_eq!(error.notification().map(|n| n.data.len()), Some(0));
     }
 
     #[test]
