@@ -18,10 +18,8 @@
 //! message.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -31,6 +29,7 @@ use ferrolb_crds::config::PeerAsn;
 use ferrolb_speaker::bgp::codec::{Family, RouteAttributes};
 use ferrolb_speaker::bgp::fsm::{Backoff, SessionConfig, State};
 use ferrolb_speaker::bgp::session::{self, PeerConfig, Route, RouteSet, SessionStatus};
+use ferrolb_tests::controlplane::netns::enter_netns;
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::netlab::Router;
 use ferrolb_tests::netlab::topology::{CLIENT_V4, NODE_ASN, ROUTER_ASN, ROUTER_LAN_V4};
@@ -71,21 +70,12 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Moves the calling thread into namespace `ns`; sockets it creates from then on live there.
-fn enter_netns(ns: &str) {
-    let path = format!("/run/netns/{ns}");
-    let netns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this thread.
-    let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-}
-
 /// Runs `f` on a thread in namespace `ns` and returns its result (a socket made there stays
 /// there, whichever thread uses it later).
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let ns = ns.to_string();
     std::thread::spawn(move || {
-        enter_netns(&ns);
+        enter_netns(&ns).expect("enter the namespace");
         f()
     })
     .join()
@@ -124,7 +114,7 @@ fn start_sessions(
     }
     let ns = ns.to_string();
     let handle = std::thread::spawn(move || {
-        enter_netns(&ns);
+        enter_netns(&ns).expect("enter the namespace");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -22,9 +22,7 @@
 //! Run: `cargo test -p ferrolb-speaker --test e2e_bgp_routers -- --nocapture`
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,6 +34,7 @@ use ferrolb_speaker::bgp::fsm::State;
 use ferrolb_speaker::bgp::session::SessionStatus;
 use ferrolb_speaker::bgp::{Announcement, Announcer, Context};
 use ferrolb_speaker::layer2::interfaces;
+use ferrolb_tests::controlplane::netns::enter_netns;
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::netlab::netns;
 use ferrolb_tests::netlab::routers::{BgpRouter, Bird, Gobgp, Neighbor, RibRoute};
@@ -161,14 +160,11 @@ impl Speaker {
     fn start(ns: &str, config: Config, desired: BTreeMap<IpAddr, Announcement>) -> Speaker {
         let statuses = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = CancellationToken::new();
-        let path = format!("/run/netns/{ns}");
+        let ns = ns.to_string();
         let (out, stopped) = (statuses.clone(), stop.clone());
         let host_ip = node1().0;
         let thread = std::thread::spawn(move || {
-            let netns = File::open(&path).expect("open the node's netns");
-            // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this thread.
-            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            enter_netns(&ns).expect("enter the node's netns");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

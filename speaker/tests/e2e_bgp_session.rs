@@ -10,9 +10,7 @@
 //! Run: `cargo test -p ferrolb-speaker --test e2e_bgp_session -- --nocapture`
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,7 @@ use ferrolb_crds::config::PeerAsn;
 use ferrolb_speaker::bgp::codec::{Family, RouteAttributes};
 use ferrolb_speaker::bgp::fsm::{Backoff, SessionConfig, State};
 use ferrolb_speaker::bgp::session::{self, PeerConfig, Route, RouteSet, SessionStatus};
+use ferrolb_tests::controlplane::netns::enter_netns;
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::netlab::Router;
 use ferrolb_tests::netlab::netns;
@@ -112,12 +111,9 @@ fn start_sessions(
         statuses.push(rx);
         tasks.push((peer, routes, tx));
     }
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_string();
     let handle = std::thread::spawn(move || {
-        let netns = File::open(&path).expect("open the node's netns");
-        // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this thread.
-        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        enter_netns(&ns).expect("enter the node's netns");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -11,10 +11,8 @@
 //! srv). The VIPs 192.0.2.240 and 2001:db8:2::240 are configured on no interface: every answer
 //! comes from the responder. Needs root; skips (printing why) when not root, fails under `CI`.
 
-use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -25,6 +23,7 @@ use ferrolb_speaker::layer2::{
     Responder, Step, announcement_frames, lookup_iface,
 };
 use ferrolb_speaker::wire::{Mac, solicited_node};
+use ferrolb_tests::controlplane::netns::enter_netns;
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 240);
 const NOT_OURS4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 241);
@@ -277,10 +276,7 @@ impl ResponderThread {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (ns, iface, thread_drops) = (ns.to_owned(), iface.to_owned(), drops.clone());
         let handle = std::thread::spawn(move || {
-            let netns = File::open(format!("/run/netns/{ns}")).expect("open netns");
-            // SAFETY: a valid namespace fd; CLONE_NEWNET only moves this thread.
-            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            enter_netns(&ns).expect("enter the server's netns");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
