@@ -53,7 +53,10 @@ pub fn clamp_i64(value: u128) -> i64 {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("ferrolb");
+        // The root holds the unprefixed process_* metrics; ours are under `ferrolb_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ferrolb_crds::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("ferrolb");
         let metrics_addresses_total = Family::<PoolLabels, Gauge>::default();
         let addresses_in_use = Family::<PoolLabels, Gauge>::default();
         let allocation_failures = Family::<FailureLabels, Counter>::default();
@@ -91,7 +94,7 @@ impl Metrics {
             leader.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             addresses_total: metrics_addresses_total,
             addresses_in_use,
             allocation_failures,

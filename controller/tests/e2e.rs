@@ -349,6 +349,12 @@ async fn invalid_config_keeps_addresses(client: &Client, metrics: std::net::Sock
     assert!(notes[0].contains("overlaps"), "{notes:?}");
     let (_, text) = http_get(metrics, "/metrics").await.expect("metrics");
     assert!(text.contains("ferrolb_config_stale 1"), "{text}");
+    // The process metrics dashboards expect, unprefixed.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("process_resident_memory_bytes ")),
+        "{text}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         ingress(&get_service(client, "tiny", "b").await),

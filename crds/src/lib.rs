@@ -5,6 +5,7 @@
 //! * [`cluster`]: the Kubernetes edge both binaries share (which Services are ours, their
 //!   ingress addresses, the shared object names).
 //! * [`runtime`]: the API clients (with timeouts) and the stop signal both binaries use.
+//! * [`process_metrics`]: the `process_*` metrics both binaries export.
 //! * [`config`]: the one validated [`config::Config`] model that the controller, the speaker and
 //!   `ferrolbctl` read. Nothing downstream parses YAML or address strings again.
 
@@ -14,5 +15,6 @@ pub mod config;
 pub mod crdgen;
 pub mod legacy;
 pub mod migrate;
+pub mod process_metrics;
 pub mod runtime;
 pub mod v1beta1;

@@ -68,7 +68,10 @@ impl Metrics {
     /// The metrics and a registry holding them (prefix `ferrolb_speaker`).
     pub fn new() -> (Metrics, Registry) {
         let metrics = Metrics::default();
-        let mut registry = Registry::with_prefix("ferrolb_speaker");
+        // The root holds the unprefixed process_* metrics; ours are under `ferrolb_speaker_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ferrolb_crds::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("ferrolb_speaker");
         registry.register(
             "layer2_requests_received",
             "ARP requests and Neighbor Solicitations received",
@@ -144,7 +147,7 @@ impl Metrics {
             "Established BGP sessions that went down",
             metrics.bgp_session_flaps.clone(),
         );
-        (metrics, registry)
+        (metrics, root)
     }
 
     pub fn peer(peer: &str) -> PeerLabels {
@@ -183,5 +186,6 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("ferrolb_speaker_layer2_responses_sent_total{interface=\"eth0\"} 1"));
         assert!(text.contains("ferrolb_speaker_layer2_ips_owned 2"));
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
     }
 }
