@@ -202,6 +202,7 @@ pub async fn run(
             status,
             owners: BTreeMap::new(),
             announce_failed: BTreeSet::new(),
+            membership_counted: Default::default(),
             last_live: None,
             announced_before,
             liveness: liveness.clone(),
@@ -236,6 +237,8 @@ struct DecisionLoop {
     owners: BTreeMap<IpAddr, Option<NodeName>>,
     /// IPs this node owns but cannot answer (no advertised interface here), reported once.
     announce_failed: BTreeSet<IpAddr>,
+    /// The membership counters already added to the metrics.
+    membership_counted: crate::membership::MembershipStats,
     liveness: Liveness,
     /// The live set of the previous pass, to notice speakers that join.
     last_live: Option<LiveSet>,
@@ -306,6 +309,11 @@ impl DecisionLoop {
             self.settings.lb_class.as_deref(),
         );
         self.liveness.set_seed_ips(stores.node_ips());
+        if let Some(stats) = self.liveness.stats() {
+            self.metrics
+                .record_membership(&self.membership_counted, &stats);
+            self.membership_counted = stats;
+        }
         let live = self.liveness.current();
         let members = live.as_ref().map_or(view.nodes.len(), BTreeSet::len);
         self.metrics

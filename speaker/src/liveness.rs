@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::membership::{LiveSet, Membership, MembershipConfig, Timers};
+use crate::membership::{LiveSet, Membership, MembershipConfig, MembershipStats, Timers};
 
 const SECRET_NAME: &str = MEMBERSHIP_SECRET_NAME;
 const SECRET_KEY: &str = MEMBERSHIP_SECRET_KEY;
@@ -167,6 +167,12 @@ impl Liveness {
             handle,
             port,
         }
+    }
+
+    /// The membership's counters, if it runs (and is not being stopped right now). Never
+    /// waits: the decision loop calls it.
+    pub fn stats(&self) -> Option<MembershipStats> {
+        self.handle.try_lock().ok()?.as_ref().map(Membership::stats)
     }
 
     /// The other speakers' addresses (nodes' InternalIPs); sent to the membership when changed.

@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::membership::MembershipStats;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IfaceLabels {
     pub interface: String,
@@ -14,6 +16,12 @@ pub struct IfaceLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub interface: String,
+    pub reason: String,
+}
+
+/// Why the membership dropped a datagram: `malformed`, `bad_tag`, `stale`, `replayed`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
     pub reason: String,
 }
 
@@ -54,6 +62,13 @@ pub struct Metrics {
     pub status_write_failures: Counter,
     /// Events dropped because the event queue was full (the API server away for long).
     pub status_events_dropped: Counter,
+    /// Membership datagrams received that passed authentication.
+    pub membership_datagrams_received: Counter,
+    pub membership_datagrams_sent: Counter,
+    /// Membership datagrams dropped before the protocol saw them, by reason.
+    pub membership_datagrams_rejected: Family<RejectLabels, Counter>,
+    /// Authenticated datagrams the protocol refused.
+    pub membership_protocol_errors: Counter,
     /// 1 while this node's session with the peer is Established.
     pub bgp_session_up: Family<PeerLabels, Gauge>,
     /// Prefixes the peer has from this node.
@@ -123,6 +138,26 @@ impl Metrics {
             metrics.config_invalid.clone(),
         );
         registry.register(
+            "membership_datagrams_received",
+            "Membership datagrams received that passed authentication",
+            metrics.membership_datagrams_received.clone(),
+        );
+        registry.register(
+            "membership_datagrams_sent",
+            "Membership datagrams sent",
+            metrics.membership_datagrams_sent.clone(),
+        );
+        registry.register(
+            "membership_datagrams_rejected",
+            "Membership datagrams dropped before the protocol saw them, by reason",
+            metrics.membership_datagrams_rejected.clone(),
+        );
+        registry.register(
+            "membership_protocol_errors",
+            "Authenticated membership datagrams the protocol refused",
+            metrics.membership_protocol_errors.clone(),
+        );
+        registry.register(
             "bgp_session_up",
             "1 while this node's BGP session with the peer is Established",
             metrics.bgp_session_up.clone(),
@@ -148,6 +183,49 @@ impl Metrics {
             metrics.bgp_session_flaps.clone(),
         );
         (metrics, root)
+    }
+
+    /// Adds what `now` counted since `before` (the membership's own counters are monotonic;
+    /// they are copied on every decision, so the metrics lag by at most one pass).
+    pub fn record_membership(&self, before: &MembershipStats, now: &MembershipStats) {
+        let add = |counter: &Counter, before: u64, now: u64| {
+            counter.inc_by(now.saturating_sub(before));
+        };
+        add(
+            &self.membership_datagrams_received,
+            before.datagrams_in,
+            now.datagrams_in,
+        );
+        add(
+            &self.membership_datagrams_sent,
+            before.datagrams_out,
+            now.datagrams_out,
+        );
+        add(
+            &self.membership_protocol_errors,
+            before.protocol_errors,
+            now.protocol_errors,
+        );
+        for (reason, before, now) in [
+            (
+                "malformed",
+                before.rejected_malformed,
+                now.rejected_malformed,
+            ),
+            ("bad_tag", before.rejected_bad_tag, now.rejected_bad_tag),
+            ("stale", before.rejected_stale, now.rejected_stale),
+            ("replayed", before.rejected_replayed, now.rejected_replayed),
+        ] {
+            add(
+                &self
+                    .membership_datagrams_rejected
+                    .get_or_create(&RejectLabels {
+                        reason: reason.to_string(),
+                    }),
+                before,
+                now,
+            );
+        }
     }
 
     pub fn peer(peer: &str) -> PeerLabels {

@@ -320,3 +320,51 @@ fn e2e_layer2_missing_interface_is_reported() {
         "{v4} is answered although no node has eth9"
     );
 }
+
+/// Datagrams that fail the membership's authentication are dropped and counted, by reason, in
+/// the speaker's metrics (they used to be dropped silently).
+#[test]
+fn e2e_layer2_membership_rejections_are_counted() {
+    let test = "e2e_layer2_membership_rejections_are_counted";
+    let Some(lab) = TestLab::start(test, 2).unwrap() else {
+        return;
+    };
+    let ctx = L2Probe::new(&lab);
+    ctx.wait_for_membership_secret();
+    ctx.wait_for_members(2, Duration::from_secs(30));
+    let client = ctx.client_ns();
+    std::thread::spawn(move || {
+        ferrolb_tests::controlplane::netns::enter_netns(&client).expect("enter the client");
+        let socket = std::net::UdpSocket::bind("192.0.2.200:0").expect("bind");
+        for n in 0..200u8 {
+            // Not a membership datagram at all (no magic): "malformed".
+            socket.send_to(&[n; 64], "192.0.2.11:7946").expect("send");
+        }
+    })
+    .join()
+    .expect("sender");
+    let mut line = String::new();
+    eventually(
+        "node1 counts the 200 junk datagrams",
+        Duration::from_secs(20),
+        || {
+            line = ctx
+                .metrics("node1")
+                .lines()
+                .find(|l| {
+                    l.starts_with(
+                        "ferrolb_speaker_membership_datagrams_rejected_total{reason=\"malformed\"}",
+                    )
+                })
+                .unwrap_or_default()
+                .to_string();
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v >= 200)
+        },
+    );
+    eprintln!("{line}");
+    // The members are still there.
+    assert_eq!(ctx.membership_size("node1"), Some(2));
+}
