@@ -203,6 +203,7 @@ pub async fn run(
             owners: BTreeMap::new(),
             announce_failed: BTreeSet::new(),
             membership_counted: Default::default(),
+            announced_series: BTreeSet::new(),
             last_live: None,
             announced_before,
             liveness: liveness.clone(),
@@ -239,6 +240,8 @@ struct DecisionLoop {
     announce_failed: BTreeSet<IpAddr>,
     /// The membership counters already added to the metrics.
     membership_counted: crate::membership::MembershipStats,
+    /// The `announced` series currently exported.
+    announced_series: BTreeSet<crate::metrics::AnnouncedLabels>,
     liveness: Liveness,
     /// The live set of the previous pass, to notice speakers that join.
     last_live: Option<LiveSet>,
@@ -388,6 +391,48 @@ impl DecisionLoop {
         self.publish_status(stores, &plan.layer2, &plan.bgp);
     }
 
+    /// `announced{service,ip,protocol,node}`: one series per IP this node announces (layer2:
+    /// answered on at least one interface; BGP: carried by at least one session).
+    fn update_announced_metric(
+        &mut self,
+        layer2_plan: &crate::layer2::planner::Plan,
+        layer2: &BTreeMap<ServiceKey, BTreeSet<String>>,
+        bgp_plan: &bgp::Plan,
+        bgp: &BTreeMap<ServiceKey, BTreeSet<String>>,
+    ) {
+        let node = &self.settings.node_name;
+        let mut series = BTreeSet::new();
+        let mut add = |services: &BTreeSet<ServiceKey>,
+                       ip: &IpAddr,
+                       protocol: &str,
+                       on: &BTreeMap<ServiceKey, BTreeSet<String>>| {
+            for service in services.iter().filter(|s| on.contains_key(*s)) {
+                series.insert(crate::metrics::AnnouncedLabels {
+                    service: service.to_string(),
+                    ip: ip.to_string(),
+                    protocol: protocol.to_string(),
+                    node: node.clone(),
+                });
+            }
+        };
+        let answered = self.layer2.announced();
+        for (ip, announcement) in &layer2_plan.announce {
+            if answered.get(ip).is_some_and(|on| !on.is_empty()) {
+                add(&announcement.services, ip, "layer2", layer2);
+            }
+        }
+        for (ip, announcement) in &bgp_plan.announce {
+            add(&announcement.services, ip, "bgp", bgp);
+        }
+        for gone in self.announced_series.difference(&series) {
+            self.metrics.announced.remove(gone);
+        }
+        for labels in &series {
+            self.metrics.announced.get_or_create(labels).set(1);
+        }
+        self.announced_series = series;
+    }
+
     /// Hands the status task what the status objects should say and the Events to record.
     fn publish_status(
         &mut self,
@@ -408,8 +453,9 @@ impl DecisionLoop {
                     .extend(on.iter().cloned());
             }
         }
-        self.status
-            .publish_services(layer2, self.bgp.advertised_to(&bgp_plan.announce));
+        let bgp = self.bgp.advertised_to(&bgp_plan.announce);
+        self.update_announced_metric(plan, &layer2, bgp_plan, &bgp);
+        self.status.publish_services(layer2, bgp);
 
         let node = self.settings.node_name.as_str();
         let mut failed = BTreeSet::new();

@@ -19,6 +19,18 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// One announcement: a Service's IP, by protocol, from this node (MetalLB's
+/// `metallb_speaker_announced` labels).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct AnnouncedLabels {
+    /// `namespace/name`
+    pub service: String,
+    pub ip: String,
+    /// `layer2` or `bgp`
+    pub protocol: String,
+    pub node: String,
+}
+
 /// Why the membership dropped a datagram: `malformed`, `bad_tag`, `stale`, `replayed`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -62,6 +74,9 @@ pub struct Metrics {
     pub status_write_failures: Counter,
     /// Events dropped because the event queue was full (the API server away for long).
     pub status_events_dropped: Counter,
+    /// 1 for each Service IP this node announces, by protocol (the cardinality is the
+    /// announced set).
+    pub announced: Family<AnnouncedLabels, Gauge>,
     /// Membership datagrams received that passed authentication.
     pub membership_datagrams_received: Counter,
     pub membership_datagrams_sent: Counter,
@@ -136,6 +151,11 @@ impl Metrics {
             "config_invalid",
             "Configuration rebuilds rejected as invalid",
             metrics.config_invalid.clone(),
+        );
+        registry.register(
+            "announced",
+            "1 for each Service IP this node announces, by protocol",
+            metrics.announced.clone(),
         );
         registry.register(
             "membership_datagrams_received",

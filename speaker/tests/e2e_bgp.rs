@@ -431,6 +431,13 @@ fn e2e_bgp_status_secret_and_ext() {
         line("ferrolb_speaker_bgp_prefixes_advertised{peer=\"router-v4\"}").ends_with(" 1"),
         "{metrics}"
     );
+    let announced = format!(
+        "ferrolb_speaker_announced{{service=\"default/web\",ip=\"{v4}\",protocol=\"bgp\",node=\"node1\"}} 1"
+    );
+    assert!(
+        metrics.lines().any(|l| l == announced),
+        "{announced}: {metrics}"
+    );
     for kind in ["open", "update", "keepalive"] {
         let sent = line(&format!(
             "ferrolb_speaker_bgp_messages_sent_total{{peer=\"router-v4\",type=\"{kind}\"}}"

@@ -65,6 +65,19 @@ fn e2e_layer2_one_owner_answers_and_fails_over() {
         "owner metrics:\n{metrics}"
     );
     assert!(metrics.contains("ferrolb_speaker_layer2_gratuitous_sent_total"));
+    let announced = format!(
+        "ferrolb_speaker_announced{{service=\"default/web\",ip=\"{v4}\",protocol=\"layer2\",node=\"{owner}\"}} 1"
+    );
+    assert!(
+        metrics.lines().any(|l| l == announced),
+        "{announced}:\n{metrics}"
+    );
+    let other = nodes.iter().find(|n| **n != owner).unwrap();
+    assert!(
+        !ctx.metrics(other)
+            .contains(&format!("ip=\"{v4}\",protocol=\"layer2\"")),
+        "{other} exports no announcement of {v4}"
+    );
 
     // The owner told the Service, once per IP it took over.
     eventually(
