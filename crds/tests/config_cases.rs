@@ -1347,19 +1347,32 @@ valid!(cr_peer_defaults, object("BGPPeer", "r1", PEER), |c, w| {
     assert!(!p.ebgp_multihop);
 });
 
-valid!(
-    cr_peer_unnumbered_dynamic_asn,
+// Unnumbered BGP (interface) and a localASN other than myASN are accepted by the CRD (MetalLB's
+// fields) but not implemented: refused with the reason rather than ignored.
+invalid!(
+    cr_peer_unnumbered_and_local_asn_refused,
     object(
         "BGPPeer",
         "u",
-        "{myASN: 64500, dynamicASN: external, interface: eth1, keepaliveTime: 5s}"
+        "{myASN: 64500, dynamicASN: external, interface: eth1, localASN: 64999}"
     ),
-    |c, w| {
-        let p = &c.peers["u"];
-        assert_eq!(p.peer_asn, PeerAsn::External);
-        assert_eq!(p.target, PeerTarget::Interface("eth1".into()));
-        assert_eq!(p.hold_time, Duration::from_secs(15));
-    }
+    [
+        "BGPPeer/u: spec.localASN: is not supported: the speaker always presents myASN (no local-as); remove localASN or set it to myASN",
+        "BGPPeer/u: spec.interface: is not supported: unnumbered BGP (a session over an interface's link-local address) is not implemented; use peerAddress"
+    ]
+);
+
+// ebgpMultiHop is for eBGP only, whether the peer's AS is fixed or dynamic.
+invalid!(
+    cr_peer_multihop_with_dynamic_internal,
+    object(
+        "BGPPeer",
+        "i",
+        "{myASN: 64500, dynamicASN: internal, peerAddress: 192.0.2.1, ebgpMultiHop: true}"
+    ),
+    [
+        "BGPPeer/i: spec.ebgpMultiHop: ebgpMultiHop is invalid for an iBGP session (myASN == peerASN == 64500)"
+    ]
 );
 
 valid!(
@@ -1697,13 +1710,19 @@ fn known_secrets_are_checked() {
         secret("good", "kubernetes.io/basic-auth"),
         secret("opaque", "Opaque"),
     ]);
-    let errors = Config::build(&resources).unwrap_err();
+    let (result, warnings) = Config::build_with_warnings(&resources);
     assert_eq!(
-        errors.lines(),
+        result.unwrap_err().lines(),
         [
-            "BGPPeer/b: spec.passwordSecret: Secret \"opaque\" is not usable: type must be kubernetes.io/basic-auth, not \"Opaque\"",
-            "BGPPeer/c: spec.passwordSecret: Secret \"missing\" not found",
+            "BGPPeer/b: spec.passwordSecret: Secret \"opaque\" is not usable: type must be kubernetes.io/basic-auth, not \"Opaque\""
         ]
+    );
+    // A Secret that does not exist (yet) holds back only its peer's session (the speaker does
+    // not start it), not the configuration: a warning, as MetalLB's transient errors.
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["BGPPeer/c: spec.passwordSecret: Secret \"missing\" not found"]
     );
     resources.bgp_peers.truncate(1);
     let config = Config::build(&resources).unwrap();
@@ -2214,4 +2233,30 @@ mod legacy_migration_property {
             prop_assert_eq!(&before.community_aliases, &after.community_aliases);
         }
     }
+}
+
+/// docs/configuration.md's worked example of a broken file: `ferrolbctl validate` prints what
+/// the document says it prints (so the document cannot drift from the code).
+#[test]
+fn documented_broken_example_prints_what_the_docs_say() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
+    let marker = "`ferrolbctl validate broken.yaml` exits 1 and prints:";
+    let (before, after) = doc.split_once(marker).expect("the worked example");
+    let yaml = before
+        .rsplit_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(yaml, _)| yaml)
+        .expect("the example's YAML block");
+    let expected = after
+        .split_once("```text\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(text, _)| text)
+        .expect("the example's output block");
+    let (code, _, stderr) = ferrolbctl(&["validate"], &[("broken.yaml", yaml)]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr, expected);
 }

@@ -953,8 +953,16 @@ fn validate_peers(
                 PeerAsn::Fixed(0)
             }
         };
-        if spec.local_asn == Some(0) {
-            fail(sink, o.field("localASN"), Reason::ZeroAsn);
+        match spec.local_asn {
+            Some(0) => fail(sink, o.field("localASN"), Reason::ZeroAsn),
+            Some(local) if Some(local) != rp.my_asn => fail(
+                sink,
+                o.field("localASN"),
+                Reason::NotSupported(
+                    "the speaker always presents myASN (no local-as); remove localASN or set it to myASN",
+                ),
+            ),
+            _ => {}
         }
         let target = match (&spec.peer_address, &spec.interface) {
             (Some(_), None) => match parse_ip_field(o, "peerAddress", &spec.peer_address, sink) {
@@ -962,6 +970,13 @@ fn validate_peers(
                 None => PeerTarget::Interface(String::new()),
             },
             (None, Some(interface)) if !interface.is_empty() => {
+                fail(
+                    sink,
+                    o.field("interface"),
+                    Reason::NotSupported(
+                        "unnumbered BGP (a session over an interface's link-local address) is not implemented; use peerAddress",
+                    ),
+                );
                 PeerTarget::Interface(interface.clone())
             }
             (None, _) if rp.address_required => {
@@ -1045,10 +1060,12 @@ fn validate_peers(
             Ok(d) => d,
             Err(()) => None,
         };
-        if let (Some(my), PeerAsn::Fixed(theirs)) = (rp.my_asn, peer_asn)
-            && spec.ebgp_multi_hop
-            && my == theirs
-        {
+        let internal = match peer_asn {
+            PeerAsn::Fixed(theirs) => rp.my_asn == Some(theirs),
+            PeerAsn::Internal => true,
+            PeerAsn::External => false,
+        };
+        if let Some(my) = rp.my_asn.filter(|_| internal && spec.ebgp_multi_hop) {
             fail(sink, o.field("ebgpMultiHop"), Reason::MultihopForIbgp(my));
         }
         let password = match (&spec.password, &spec.password_secret) {
@@ -1078,7 +1095,10 @@ fn validate_peers(
                         .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
                     {
                         None => {
-                            fail(sink, field, Reason::SecretNotFound(name.clone()));
+                            // Transient (MetalLB): the Secret may come later. Only this
+                            // peer's session waits for it; the rest of the configuration
+                            // does not.
+                            sink.warn(o, field, Reason::SecretNotFound(name.clone()));
                             None
                         }
                         Some(secret) => match secret_password(secret) {

@@ -158,6 +158,8 @@ pub enum Reason {
         "VRF {0:?} is not supported: the speaker peers in the default VRF only (it does not bind sessions to a VRF device, and kernels without CONFIG_NET_VRF, like the test lab's, have none); remove vrf"
     )]
     VrfUnsupported(String),
+    #[error("is not supported: {0}")]
+    NotSupported(&'static str),
     #[error("router ID must be an IPv4 address")]
     RouterIdNotIpv4,
     #[error("Secret {0:?} not found")]

@@ -227,7 +227,7 @@ fn parse_document(
         "BGPPeer" => InputObject::BGPPeer(typed(value, &what)?),
         "BFDProfile" => InputObject::BFDProfile(typed(value, &what)?),
         "Community" => InputObject::Community(typed(value, &what)?),
-        "ServiceL2Status" | "ServiceBGPStatus" | "ConfigurationState" => {
+        "ServiceL2Status" | "ServiceBGPStatus" | "BGPSessionState" | "ConfigurationState" => {
             return Err(DocumentError::Skipped(format!(
                 "{what} is status, not configuration: skipped"
             )));

@@ -124,8 +124,8 @@ pub struct BGPPeerSpec {
     )]
     pub dynamic_asn: Option<DynamicASNMode>,
 
-    /// AS number presented to the peer instead of `myASN` (BGP local-as, without prepending
-    /// `myASN`), 1 to 4294967295. Unset: `myASN`.
+    /// AS number presented to the peer instead of `myASN` (BGP local-as), 1 to 4294967295. Not
+    /// supported by FerroLB: a value other than `myASN` is rejected with that reason.
     #[serde(default, rename = "localASN", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4_294_967_295u32), extend("format" = "int64"))]
     pub local_asn: Option<u32>,
@@ -218,8 +218,8 @@ pub struct BGPPeerSpec {
     #[serde(default)]
     pub dual_stack_address_family: bool,
 
-    /// Network interface for an unnumbered BGP session (the peer is found by IPv6 link-local
-    /// neighbour discovery). Exactly one of `peerAddress` and `interface` must be set.
+    /// Network interface for an unnumbered BGP session (MetalLB's field). Not supported by
+    /// FerroLB: a BGPPeer that sets it is rejected with that reason; use `peerAddress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
 }

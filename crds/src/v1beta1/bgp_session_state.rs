@@ -92,7 +92,7 @@ pub struct BGPSessionStateStatus {
     pub prefixes_sent: u64,
 
     /// Why the last session, or attempt at one, failed, e.g. "hold timer expired" or
-    /// "NOTIFICATION received: OPEN Message Error / Bad Peer AS".
+    /// "NOTIFICATION OPEN Bad Peer AS received".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 

@@ -82,8 +82,8 @@ pub struct L2AdvertisementSpec {
 
     /// Soft preferences for which node is elected to announce: the weights of the selectors a
     /// node matches are summed (across all advertisements for the pool) and the highest total
-    /// wins. Only nodes allowed by `nodeSelectors` are considered. Accepted for MetalLB
-    /// compatibility; FerroLB's speaker does not use it yet.
+    /// wins among the live nodes; the hash breaks ties. Only nodes allowed by `nodeSelectors`
+    /// are considered. A preferred node that comes back takes the address back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferred_node_selectors: Vec<PreferredNodeSelector>,
 }

@@ -17,8 +17,9 @@
 //! route's family as next hop. Next hop = the peer's `sourceAddress` if it has that family,
 //! else this host's address in the peer's subnet, else `HOST_IP`, else the first global address
 //! of the family on an up interface. The connection is bound to `sourceAddress` only when it
-//! is configured (otherwise the kernel picks the source, which on a directly connected peer is
-//! the address in its subnet, i.e. the next hop).
+//! is configured and this host has it (MetalLB: "used only if present on the node"; otherwise
+//! the kernel picks the source, which on a directly connected peer is the address in its
+//! subnet, i.e. the next hop).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -194,10 +195,23 @@ impl Announcer {
             .collect()
     }
 
+    /// Whether one of this host's interfaces has `ip`.
+    fn host_has(&self, ip: &IpAddr) -> bool {
+        self.context
+            .host
+            .iter()
+            .flat_map(|i| i.addresses.iter())
+            .any(|a| a.ip == *ip)
+    }
+
     /// The local address of family `v4` for a session to `peer` (see the module documentation).
     fn local_address(&self, peer: &Peer, v4: bool) -> Option<IpAddr> {
         let family = |ip: &IpAddr| ip.is_ipv4() == v4;
-        if let Some(source) = peer.source_address.filter(family) {
+        if let Some(source) = peer
+            .source_address
+            .filter(family)
+            .filter(|ip| self.host_has(ip))
+        {
             return Some(source);
         }
         let usable: Vec<&HostIface> = self.context.host.iter().filter(|i| i.usable()).collect();
@@ -269,18 +283,22 @@ impl Announcer {
                 return None;
             }
         };
+        // Validation refuses a localASN other than myASN: the OPEN carries myASN.
         let mut session = SessionConfig::from_peer(peer, router_id, families);
-        if peer.local_asn.is_some() && peer.local_asn != Some(peer.my_asn) {
-            // Kept simple: the OPEN always carries myASN.
-            if self.warned.insert(format!("{}/local_asn", peer.name)) {
-                warn!(peer = %peer.name, "localASN is not supported: myASN is used");
-            }
-        }
         session.local_asn = peer.my_asn;
+        // MetalLB: the source address is used only if this node has it (a BGPPeer shared by
+        // several nodes names one node's address).
+        let source = peer.source_address.filter(|ip| {
+            let present = self.host_has(ip);
+            if !present && self.warned.insert(format!("{}/source", peer.name)) {
+                info!(peer = %peer.name, source = %ip, "sourceAddress is not on this node: the kernel picks the source");
+            }
+            present
+        });
         Some(PeerConfig {
             session,
             address: SocketAddr::new(address, peer.peer_port),
-            source: peer.source_address,
+            source,
             ttl: peer.ebgp_multihop.then_some(255),
             md5_key,
         })
@@ -693,6 +711,32 @@ mod tests {
             &want,
         );
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn source_address_only_when_this_node_has_it() {
+        use crate::layer2::interfaces::tests::iface;
+        let mut announcer = Announcer::default();
+        let mut p = peer("r", "192.0.2.1", 64513, 64512);
+        p.source_address = Some("192.0.2.12".parse().unwrap());
+        announcer.set_context(Context {
+            host: vec![iface("eth0", &[("192.0.2.11", 24)])],
+            ..Context::default()
+        });
+        let config = announcer.peer_config(&p).unwrap();
+        assert_eq!(config.source, None, "another node's address: not bound");
+        assert_eq!(
+            announcer.local_address(&p, true),
+            Some("192.0.2.11".parse().unwrap()),
+            "next hop: this host's address in the peer's subnet"
+        );
+        announcer.set_context(Context {
+            host: vec![iface("eth0", &[("192.0.2.11", 24), ("192.0.2.12", 32)])],
+            ..Context::default()
+        });
+        let config = announcer.peer_config(&p).unwrap();
+        assert_eq!(config.source, p.source_address);
+        assert_eq!(announcer.local_address(&p, true), p.source_address);
     }
 
     #[tokio::test]
