@@ -629,3 +629,91 @@ fn e2e_bgp_md5_wrong_key_reason() {
     eprintln!("with the wrong key: {status:?}");
     assert_ne!(status.state, State::Established);
 }
+
+/// `dualStackAddressFamily` (MetalLB's field): each session carries both families, each route
+/// with node1's address of its own family as next hop. With FRR taking both families on both
+/// sessions, every IPv4 prefix arrives twice (over the IPv4 and the IPv6 session), each time
+/// via 192.0.2.11, and every IPv6 prefix twice via 2001:db8:2::11.
+#[test]
+fn e2e_bgp_dual_stack_address_family() {
+    let test = "e2e_bgp_dual_stack_address_family";
+    init_tracing();
+    let Some(lab) = TestLab::network(test, 1).unwrap() else {
+        return;
+    };
+    let netlab = lab.netlab();
+    let router = netlab.router();
+    let context = format!("router bgp {ROUTER_ASN}");
+    for (family, group) in [("ipv4 unicast", "nodes6"), ("ipv6 unicast", "nodes4")] {
+        eventually(&format!("bgpd: {group} activated for {family}"), || {
+            let address_family = format!("address-family {family}");
+            let activate = format!("neighbor {group} activate");
+            let mut vtysh = ferrolb_tests::cmd::command(
+                "vtysh",
+                [
+                    "-N",
+                    &router.ns,
+                    "-c",
+                    "configure terminal",
+                    "-c",
+                    &context,
+                    "-c",
+                    &address_family,
+                    "-c",
+                    &activate,
+                ],
+            );
+            vtysh.env("LC_ALL", "C");
+            ferrolb_tests::cmd::run(vtysh)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+    }
+    let (nh4, nh6) = node1();
+    let speaker = Speaker::start(
+        &netlab.topology.ns("node1"),
+        config(NODE_ASN, ROUTER_ASN, ", dualStackAddressFamily: true"),
+        desired(),
+    );
+    let all = V4_IPS.len() + V6_IPS.len() + 2;
+    speaker.wait_established(PEER_V4, all);
+    speaker.wait_established(PEER_V6, all);
+    for (prefix, next_hop) in [
+        (format!("{}/32", V4_IPS[0]), nh4),
+        (format!("{}/128", V6_IPS[0]), nh6),
+    ] {
+        let family = if next_hop.is_ipv4() { "ipv4" } else { "ipv6" };
+        let paths = eventually(&format!("FRR: {prefix} over both sessions"), || {
+            let table = router.vtysh_json(&format!("show bgp {family} unicast {prefix} json"))?;
+            let paths: Vec<(String, String)> = table["paths"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    (
+                        p["peer"]["peerId"].as_str().unwrap_or_default().to_string(),
+                        p["nexthops"][0]["ip"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect();
+            (paths.len() == 2)
+                .then(|| paths.clone())
+                .ok_or_else(|| table.to_string())
+        });
+        eprintln!("FRR {prefix}: (peer, next hop) {paths:?}");
+        let peers: BTreeSet<&str> = paths.iter().map(|(peer, _)| peer.as_str()).collect();
+        assert_eq!(
+            peers,
+            BTreeSet::from([nh4.to_string().as_str(), nh6.to_string().as_str()]),
+            "{prefix} from both sessions"
+        );
+        assert!(
+            paths.iter().all(|(_, hop)| *hop == next_hop.to_string()),
+            "{prefix}: next hop of its own family on both sessions: {paths:?}"
+        );
+    }
+}
