@@ -217,8 +217,10 @@ impl Default for Allocator {
     }
 }
 
+/// Whether `a` and `b` hold the same addresses, each once. (Length plus one-way containment
+/// is not enough: `[x, x]` and `[x, y]` would pass.)
 fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
-    a.len() == b.len() && a.iter().all(|ip| b.contains(ip))
+    a.len() == b.len() && a.iter().all(|ip| b.contains(ip)) && b.iter().all(|ip| a.contains(ip))
 }
 
 fn primary_first(ips: &mut [IpAddr], primary: Family) {

@@ -886,3 +886,24 @@ fn assign_new(alloc: &mut Allocator, name: &str) -> Vec<IpAddr> {
     let request = req(alloc, name);
     assigned(alloc, &request)
 }
+
+/// A request that names one address twice is not a request for that address and another (found
+/// by the allocator proptest): `[x, x]` and `[x, y]` are different sets.
+#[test]
+fn restore_refuses_addresses_other_than_a_repeated_request() {
+    let mut alloc = allocator(vec![pool(
+        "d",
+        vec![cidr("192.0.2.0/24"), cidr("2001:db8::/64")],
+    )]);
+    let mut dual = req(&alloc, "dual");
+    dual.families = FamilyPolicy::PreferDualStack {
+        primary: Family::V4,
+    };
+    dual.requested = ips(&["2001:db8::1", "2001:db8::1"]);
+    assert!(matches!(
+        alloc.restore(&dual, &ips(&["2001:db8::1", "192.0.2.1"])),
+        Err(AllocError::InvalidRequest(
+            RequestProblem::NotTheRequestedAddresses { .. }
+        ))
+    ));
+}
