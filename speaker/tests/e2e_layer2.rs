@@ -346,12 +346,20 @@ fn e2e_layer2_membership_rejections_are_counted() {
     ctx.wait_for_membership_secret();
     ctx.wait_for_members(2, Duration::from_secs(30));
     let client = ctx.client_ns();
+    // Resolve node1's MAC first: while a neighbour entry is incomplete the kernel queues only a
+    // few packets and drops the rest, so a burst would not all arrive.
+    assert!(
+        lab.netlab().ping(&client, "192.0.2.11".parse().unwrap()),
+        "the client reaches node1"
+    );
     std::thread::spawn(move || {
         ferrolb_tests::controlplane::netns::enter_netns(&client).expect("enter the client");
         let socket = std::net::UdpSocket::bind("192.0.2.200:0").expect("bind");
         for n in 0..200u8 {
-            // Not a membership datagram at all (no magic): "malformed".
+            // Not a membership datagram at all (no magic): "malformed". Paced, so that a busy
+            // receiver's socket buffer does not overflow.
             socket.send_to(&[n; 64], "192.0.2.11:7946").expect("send");
+            std::thread::sleep(Duration::from_millis(2));
         }
     })
     .join()
