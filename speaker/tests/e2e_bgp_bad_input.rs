@@ -17,6 +17,10 @@
 //! docs/fuzzing.md): FRR, BIRD and GoBGP in the router namespace, each recorded message by
 //! message.
 
+mod bgp_lab;
+
+use bgp_lab::{init_tracing, start_sessions};
+
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 use ferrolb_crds::config::PeerAsn;
 use ferrolb_speaker::bgp::codec::{Family, RouteAttributes};
 use ferrolb_speaker::bgp::fsm::{Backoff, SessionConfig, State};
-use ferrolb_speaker::bgp::session::{self, PeerConfig, Route, RouteSet, SessionStatus};
+use ferrolb_speaker::bgp::session::{PeerConfig, Route, RouteSet, SessionStatus};
 use ferrolb_tests::controlplane::netns::enter_netns;
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::netlab::Router;
@@ -60,16 +64,6 @@ fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
     ferrolb_tests::harness::eventually_ok(what, DEADLINE, check)
 }
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "ferrolb_speaker=debug".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 /// Runs `f` on a thread in namespace `ns` and returns its result (a socket made there stays
 /// there, whichever thread uses it later).
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -96,43 +90,6 @@ fn session_config(peer_asn: u32, families: &[Family]) -> SessionConfig {
         graceful_restart: None,
         backoff: BACKOFF,
     }
-}
-
-/// The sessions, on a thread in namespace `ns` with one current-thread runtime for all of them
-/// (a task that blocked or spun would starve the others, and FRR's 3 s hold timer would expire).
-fn start_sessions(
-    ns: &str,
-    peers: Vec<(PeerConfig, watch::Receiver<RouteSet>)>,
-    cancel: CancellationToken,
-) -> (Vec<watch::Receiver<SessionStatus>>, JoinHandle<()>) {
-    let mut statuses = Vec::new();
-    let mut tasks = Vec::new();
-    for (peer, routes) in peers {
-        let (tx, rx) = watch::channel(SessionStatus::new(peer.address));
-        statuses.push(rx);
-        tasks.push((peer, routes, tx));
-    }
-    let ns = ns.to_string();
-    let handle = std::thread::spawn(move || {
-        enter_netns(&ns).expect("enter the namespace");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let running: Vec<_> = tasks
-                .into_iter()
-                .map(|(peer, routes, status)| {
-                    tokio::spawn(session::run(peer, routes, status, cancel.clone()))
-                })
-                .collect();
-            for task in running {
-                // A panic in a session task fails the test here.
-                task.await.expect("session task");
-            }
-        });
-    });
-    (statuses, handle)
 }
 
 fn wait_thread(thread: JoinHandle<()>) {
@@ -768,7 +725,7 @@ fn fake_peer(
 #[test]
 fn e2e_bgp_bad_input() {
     let test = "e2e_bgp_bad_input";
-    init_tracing();
+    init_tracing("ferrolb_speaker=debug");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
@@ -1228,7 +1185,7 @@ fn start_gobgp(ns: &str, dir: &Path) {
 #[ignore = "writes the fuzz seeds; run by hand (docs/fuzzing.md)"]
 fn capture_bgp_seeds() {
     let test = "capture_bgp_seeds";
-    init_tracing();
+    init_tracing("ferrolb_speaker=debug");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };

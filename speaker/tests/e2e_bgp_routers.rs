@@ -21,6 +21,10 @@
 //!
 //! Run: `cargo test -p ferrolb-speaker --test e2e_bgp_routers -- --nocapture`
 
+mod bgp_lab;
+
+use bgp_lab::init_tracing;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -136,16 +140,6 @@ fn neighbors(asn: u32) -> Vec<Neighbor> {
 
 fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
     ferrolb_tests::harness::eventually_ok(what, DEADLINE, check)
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "ferrolb_speaker=info".into()),
-        )
-        .with_test_writer()
-        .try_init();
 }
 
 /// The BGP announcer of node1, on a thread in its namespace with a current-thread runtime; its
@@ -369,7 +363,7 @@ fn check_routes(
 
 /// The attribute matrix against one router: `ibgp` puts the router in node1's AS.
 fn attributes_against(test: &str, kind: &str, ibgp: bool) {
-    init_tracing();
+    init_tracing("ferrolb_speaker=info");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
@@ -438,7 +432,7 @@ fn e2e_bgp_frr_ebgp() {
 #[test]
 fn e2e_bgp_four_octet_asn() {
     let test = "e2e_bgp_four_octet_asn";
-    init_tracing();
+    init_tracing("ferrolb_speaker=info");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
@@ -481,7 +475,7 @@ fn e2e_bgp_four_octet_asn() {
 #[test]
 fn e2e_bgp_two_octet_peer_sees_as_trans() {
     let test = "e2e_bgp_two_octet_peer_sees_as_trans";
-    init_tracing();
+    init_tracing("ferrolb_speaker=info");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
@@ -601,7 +595,7 @@ impl Drop for Capture {
 #[test]
 fn e2e_bgp_md5_wrong_key_reason() {
     let test = "e2e_bgp_md5_wrong_key_reason";
-    init_tracing();
+    init_tracing("ferrolb_speaker=info");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
@@ -637,7 +631,7 @@ fn e2e_bgp_md5_wrong_key_reason() {
 #[test]
 fn e2e_bgp_dual_stack_address_family() {
     let test = "e2e_bgp_dual_stack_address_family";
-    init_tracing();
+    init_tracing("ferrolb_speaker=info");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };

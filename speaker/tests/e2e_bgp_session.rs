@@ -9,6 +9,10 @@
 //!
 //! Run: `cargo test -p ferrolb-speaker --test e2e_bgp_session -- --nocapture`
 
+mod bgp_lab;
+
+use bgp_lab::{init_tracing, start_sessions};
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::thread::JoinHandle;
@@ -17,8 +21,7 @@ use std::time::{Duration, Instant};
 use ferrolb_crds::config::PeerAsn;
 use ferrolb_speaker::bgp::codec::{Family, RouteAttributes};
 use ferrolb_speaker::bgp::fsm::{Backoff, SessionConfig, State};
-use ferrolb_speaker::bgp::session::{self, PeerConfig, Route, RouteSet, SessionStatus};
-use ferrolb_tests::controlplane::netns::enter_netns;
+use ferrolb_speaker::bgp::session::{self, PeerConfig, Route, RouteSet};
 use ferrolb_tests::harness::TestLab;
 use ferrolb_tests::netlab::Router;
 use ferrolb_tests::netlab::netns;
@@ -98,41 +101,6 @@ fn kernel_route(router_ns: &str, prefix: &str) -> String {
     netns::ip(router_ns, &[family, "route", "show", prefix]).unwrap_or_else(|e| e.to_string())
 }
 
-/// The sessions, on a thread in namespace `ns` with its own current-thread runtime.
-fn start_sessions(
-    ns: &str,
-    peers: Vec<(PeerConfig, watch::Receiver<RouteSet>)>,
-    cancel: CancellationToken,
-) -> (Vec<watch::Receiver<SessionStatus>>, JoinHandle<()>) {
-    let mut statuses = Vec::new();
-    let mut tasks = Vec::new();
-    for (peer, routes) in peers {
-        let (tx, rx) = watch::channel(SessionStatus::new(peer.address));
-        statuses.push(rx);
-        tasks.push((peer, routes, tx));
-    }
-    let ns = ns.to_string();
-    let handle = std::thread::spawn(move || {
-        enter_netns(&ns).expect("enter the node's netns");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let running: Vec<_> = tasks
-                .into_iter()
-                .map(|(peer, routes, status)| {
-                    tokio::spawn(session::run(peer, routes, status, cancel.clone()))
-                })
-                .collect();
-            for task in running {
-                task.await.expect("session task");
-            }
-        });
-    });
-    (statuses, handle)
-}
-
 /// `router bgp 64512` configuration lines, through vtysh (bgpd may still be starting).
 fn configure_router(router: &Router, lines: &[&str]) {
     let context = format!("router bgp {ROUTER_ASN}");
@@ -154,16 +122,6 @@ fn configure_router(router: &Router, lines: &[&str]) {
     );
 }
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "ferrolb_speaker=debug".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 fn wait_thread(thread: JoinHandle<()>) {
     let start = Instant::now();
     while !thread.is_finished() {
@@ -176,7 +134,7 @@ fn wait_thread(thread: JoinHandle<()>) {
 #[test]
 fn e2e_bgp_session_with_frr() {
     let test = "e2e_bgp_session_with_frr";
-    init_tracing();
+    init_tracing("ferrolb_speaker=debug");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
@@ -376,7 +334,7 @@ fn e2e_bgp_session_with_frr() {
 #[test]
 fn e2e_bgp_session_md5() {
     let test = "e2e_bgp_session_md5";
-    init_tracing();
+    init_tracing("ferrolb_speaker=debug");
     let Some(lab) = TestLab::network(test, 1).unwrap() else {
         return;
     };
