@@ -154,7 +154,7 @@ pub fn in_foreign_netns(pid: i32) -> bool {
 }
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
-fn signal(pid: i32, signal: libc::c_int) {
+pub fn signal(pid: i32, signal: libc::c_int) {
     if pid <= 1 {
         return;
     }
