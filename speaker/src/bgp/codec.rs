@@ -31,7 +31,7 @@ use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::path_attribute::{
     As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, Communities,
     LargeCommunities, LocalPreference, MpReach, MpUnreach, NextHop, Origin, PathAttribute,
-    PathAttributeValue,
+    PathAttributeValue, UnknownAttribute,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::wire::deserializer::path_attribute::PathAttributeParsingError;
@@ -654,6 +654,22 @@ fn summarize_update(update: &BgpUpdateMessage) -> Result<Message, DecodeError> {
                 mp_attributes += 1;
                 summary.withdrawn += mp_unreach_len(unreach);
             }
+            // RFC 4271 §6.3: a well-known (not optional) attribute we do not recognize resets
+            // the session with Unrecognized Well-known Attribute, the attribute as Data. RFC
+            // 7606 leaves this case as it was: nothing can be known about such an attribute.
+            PathAttributeValue::UnknownAttribute(unknown) if !attribute.optional() => {
+                return Err(DecodeError::Update {
+                    reason: format!(
+                        "unrecognized well-known attribute (type code {})",
+                        unknown.code()
+                    ),
+                    handling: UpdateErrorHandling::SessionReset(Notification::new(
+                        error_code::UPDATE,
+                        update_subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
+                        raw_attribute(attribute, unknown),
+                    )),
+                });
+            }
             _ => {}
         }
     }
@@ -676,6 +692,23 @@ fn summarize_update(update: &BgpUpdateMessage) -> Result<Message, DecodeError> {
         });
     }
     Ok(Message::Update(summary))
+}
+
+/// An unknown attribute as it was on the wire: flags, type code, length, value.
+fn raw_attribute(attribute: &PathAttribute, unknown: &UnknownAttribute) -> Vec<u8> {
+    let value = unknown.value();
+    let flags = (u8::from(attribute.optional()) << 7)
+        | (u8::from(attribute.transitive()) << 6)
+        | (u8::from(attribute.partial()) << 5)
+        | (u8::from(attribute.extended_length()) << 4);
+    let mut raw = vec![flags, unknown.code()];
+    if attribute.extended_length() {
+        raw.extend(u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
+    } else {
+        raw.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+    }
+    raw.extend_from_slice(value);
+    raw
 }
 
 fn mp_reach_len(reach: &MpReach) -> usize {
@@ -1996,6 +2029,22 @@ mod tests {
         // Malformed Attribute List carries nothing.
         let error = decode(&update_bytes(&[0, 9, 0, 0]), &ctx).unwrap_err();
         assert_eq!(error.notification().map(|n| n.data.len()), Some(0));
+    }
+
+    /// RFC 4271 §6.3: an attribute with the Optional bit clear and a type code we do not know
+    /// resets the session with 3/2 and the attribute as Data; the same code with the Optional
+    /// bit set is carried along (an unknown optional attribute is not an error).
+    #[test]
+    fn unrecognized_well_known_attribute_resets_with_3_2() {
+        let ctx = DecodeContext::default();
+        let error = decode(&update_with_attribute(0x40, 200, &[1, 2, 3]), &ctx).unwrap_err();
+        let notification = error.notification().expect("a reset");
+        assert_eq!((notification.code, notification.subcode), (3, 2), "{error}");
+        assert_eq!(notification.data, [0x40, 200, 3, 1, 2, 3], "{error}");
+        assert!(error.to_string().contains("type code 200"), "{error}");
+
+        let optional = decode(&update_with_attribute(0xc0, 200, &[1, 2, 3]), &ctx);
+        assert!(matches!(optional, Ok(Message::Update(_))), "{optional:?}");
     }
 
     #[test]
