@@ -108,6 +108,12 @@ pub enum Event {
     /// Not an RFC event: what we announce changed; sent at once if Established, else with the
     /// table when the session comes up.
     AdvertisementsChanged,
+    /// The BFD session to the peer went from Up to Down (RFC 5882 §4.3: the forwarding path
+    /// failed). The session is torn down at once, with Cease / BFD Down (RFC 9384) if
+    /// connected, and held in Idle until [`Event::BfdUp`].
+    BfdDown,
+    /// The BFD session is Up (again): a session held by [`Event::BfdDown`] starts.
+    BfdUp,
 }
 
 /// Why a session (or an attempt at one) ended; its `Display` is what status and logs show.
@@ -128,6 +134,8 @@ pub enum DownReason {
     ConnectionClosed,
     /// RFC 4271 §6.8: the other connection to the same peer was kept.
     CollisionResolved,
+    /// BFD detected the path to the peer as down.
+    BfdDown,
     Stopped,
 }
 
@@ -155,6 +163,7 @@ impl fmt::Display for DownReason {
             DownReason::CollisionResolved => {
                 f.write_str("connection collision: the other connection was kept")
             }
+            DownReason::BfdDown => f.write_str("BFD session down"),
             DownReason::Stopped => f.write_str("stopped"),
         }
     }
@@ -456,6 +465,8 @@ pub struct Session {
     failures: u32,
     /// Stopped by ManualStop: no automatic restart.
     stopped: bool,
+    /// Taken down by BFD: no automatic restart until BFD is Up again.
+    held_by_bfd: bool,
     /// From the peer's OPEN, kept until the session ends.
     negotiated: Option<Negotiated>,
     established_at: Option<Instant>,
@@ -481,6 +492,7 @@ impl Session {
             state: State::Idle,
             failures: 0,
             stopped: true,
+            held_by_bfd: false,
             negotiated: None,
             established_at: None,
             last_error: None,
@@ -542,9 +554,33 @@ impl Session {
                 self.failures = 0;
                 self.start(&mut actions);
             }
-            (State::Idle, Event::TimerExpired(Timer::IdleHold)) if !self.stopped => {
+            (State::Idle, Event::TimerExpired(Timer::IdleHold))
+                if !self.stopped && !self.held_by_bfd =>
+            {
                 self.start(&mut actions);
             }
+            (State::Idle, Event::BfdDown) => {
+                self.held_by_bfd = true;
+                actions.push(Action::StopTimer(Timer::IdleHold));
+            }
+            (_, Event::BfdDown) => {
+                self.held_by_bfd = true;
+                if self.connected() {
+                    actions.push(Action::SendNotification(Notification::cease(
+                        cease_subcode::BFD_DOWN,
+                    )));
+                }
+                self.go_idle(DownReason::BfdDown, now, &mut actions);
+            }
+            (State::Idle, Event::BfdUp) if self.held_by_bfd => {
+                self.held_by_bfd = false;
+                if !self.stopped {
+                    // The path is back: no reason to wait out a back-off.
+                    actions.push(Action::StopTimer(Timer::IdleHold));
+                    self.start(&mut actions);
+                }
+            }
+            (_, Event::BfdUp) => {}
             // Idle refuses connections (RFC 4271 §8.2.2).
             (State::Idle, Event::TcpConnectionConfirmed(_)) => {
                 actions.push(Action::CloseConnection);
@@ -843,7 +879,7 @@ impl Session {
         if reason != DownReason::Stopped && reason != DownReason::CollisionResolved {
             self.last_error = Some(reason);
         }
-        if !self.stopped {
+        if !self.stopped && !self.held_by_bfd {
             self.failures = self.failures.saturating_add(1);
             actions.push(Action::StartTimer(
                 Timer::IdleHold,
@@ -1025,6 +1061,62 @@ mod tests {
         assert_eq!(idle_hold(&stop), None, "a stopped session does not restart");
         assert_eq!(replay.session.state(), State::Idle);
         assert_eq!(replay.session.last_error(), None);
+    }
+
+    /// BFD Down tears an Established session down at once (Cease / BFD Down) and holds it in
+    /// Idle: the back-off does not restart it; BFD Up does, at once.
+    #[test]
+    fn bfd_down_holds_the_session_until_bfd_up() {
+        let mut replay = Replay::new(config());
+        replay.establish(peer_open(64500, 90));
+        let down = replay.feed(Event::BfdDown);
+        assert_eq!(
+            sent(&down),
+            Some(&Notification::cease(cease_subcode::BFD_DOWN))
+        );
+        assert!(down.contains(&Action::CloseConnection));
+        assert_eq!(down_reason(&down).as_deref(), Some("BFD session down"));
+        assert_eq!(idle_hold(&down), None, "held: no automatic restart");
+        assert_eq!(replay.session.state(), State::Idle);
+        assert_eq!(
+            replay
+                .session
+                .last_error()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("BFD session down")
+        );
+        // A stale back-off expiry, a second Down: still held.
+        assert!(
+            replay
+                .at(Duration::from_secs(60))
+                .feed(Event::TimerExpired(Timer::IdleHold))
+                .is_empty()
+        );
+        assert_eq!(
+            replay.feed(Event::BfdDown),
+            vec![Action::StopTimer(Timer::IdleHold)]
+        );
+        let up = replay.feed(Event::BfdUp);
+        assert!(up.contains(&Action::Connect), "{up:?}");
+        assert_eq!(replay.session.state(), State::Connect);
+        // BFD Up while not held changes nothing.
+        assert!(replay.feed(Event::BfdUp).is_empty());
+    }
+
+    /// BFD Down while the session is still connecting: no NOTIFICATION (nothing to send it
+    /// on), held all the same; a stopped session stays stopped when BFD comes Up.
+    #[test]
+    fn bfd_down_before_established_and_after_stop() {
+        let mut replay = Replay::new(config());
+        replay.feed(Event::ManualStart);
+        let down = replay.feed(Event::BfdDown);
+        assert_eq!(sent(&down), None);
+        assert_eq!(idle_hold(&down), None);
+        assert_eq!(replay.session.state(), State::Idle);
+        replay.feed(Event::ManualStop);
+        assert!(replay.feed(Event::BfdUp).is_empty());
+        assert_eq!(replay.session.state(), State::Idle);
     }
 
     #[test]

@@ -239,11 +239,34 @@ pub async fn run(
     status: watch::Sender<SessionStatus>,
     cancel: CancellationToken,
 ) {
+    run_with_bfd(config, routes, None, status, cancel).await;
+}
+
+/// What a BFD session tells the BGP session bound to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BfdPath {
+    /// BFD sees the path to the peer as Up.
+    pub up: bool,
+    /// Up → Down transitions so far. A count and not only `up`: a watch keeps the last value,
+    /// and a Down followed quickly by an Up must still tear the session down.
+    pub failures: u64,
+}
+
+/// [`run`], bound to a BFD session. A BFD failure tears the session down at once and holds it
+/// until BFD is Up again ([`fsm::Event::BfdDown`]); a BFD session that was never Up holds
+/// nothing, so BGP to a router without BFD still comes up (and the BFD status shows Down).
+pub async fn run_with_bfd(
+    config: PeerConfig,
+    routes: watch::Receiver<RouteSet>,
+    bfd: Option<watch::Receiver<BfdPath>>,
+    status: watch::Sender<SessionStatus>,
+    cancel: CancellationToken,
+) {
     let span = info_span!("bgp_peer", peer = %config.address);
-    Task::new(config, routes, status, cancel)
-        .run()
-        .instrument(span)
-        .await;
+    let mut task = Task::new(config, routes, status, cancel);
+    task.bfd_seen = bfd.as_ref().map(|bfd| *bfd.borrow()).unwrap_or_default();
+    task.bfd = bfd;
+    task.run().instrument(span).await;
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
@@ -268,6 +291,9 @@ struct Task {
     told_unsendable: bool,
     sent_messages: MessageCounts,
     received_messages: MessageCounts,
+    /// The bound BFD session, if any, and what it said last.
+    bfd: Option<watch::Receiver<BfdPath>>,
+    bfd_seen: BfdPath,
 }
 
 /// One input of the loop.
@@ -277,6 +303,8 @@ enum Input {
     Read(io::Result<usize>),
     Timer(Timer),
     RoutesChanged(bool),
+    /// The BFD session's view changed (`None`: its task is gone).
+    BfdChanged(Option<BfdPath>),
 }
 
 async fn maybe_connecting(connecting: &mut Option<Connecting>) -> io::Result<TcpStream> {
@@ -292,6 +320,16 @@ async fn maybe_read(stream: &mut Option<TcpStream>, buf: &mut Vec<u8>) -> io::Re
             buf.reserve(codec::MAX_MESSAGE_LEN);
             stream.read_buf(buf).await
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn maybe_bfd_changed(bfd: &mut Option<watch::Receiver<BfdPath>>) -> Option<BfdPath> {
+    match bfd {
+        Some(bfd) => match bfd.changed().await {
+            Ok(()) => Some(*bfd.borrow_and_update()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }
@@ -331,6 +369,8 @@ impl Task {
             told_unsendable: false,
             sent_messages: MessageCounts::default(),
             received_messages: MessageCounts::default(),
+            bfd: None,
+            bfd_seen: BfdPath::default(),
         }
     }
 
@@ -354,6 +394,8 @@ impl Task {
             let input = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => Input::Cancelled,
+                // Before the timers: a path BFD saw fail must not get a last keepalive out.
+                up = maybe_bfd_changed(&mut self.bfd) => Input::BfdChanged(up),
                 timer = maybe_sleep(next_timer) => Input::Timer(timer),
                 changed = self.routes.changed(), if self.routes_open => {
                     Input::RoutesChanged(changed.is_ok())
@@ -392,6 +434,21 @@ impl Task {
                 Input::Timer(timer) => {
                     self.timers.remove(&timer);
                     self.feed(Event::TimerExpired(timer)).await;
+                }
+                Input::BfdChanged(None) => {
+                    warn!("the BFD session task is gone; BGP goes on without it");
+                    self.bfd = None;
+                }
+                Input::BfdChanged(Some(path)) => {
+                    let seen = std::mem::replace(&mut self.bfd_seen, path);
+                    if path.failures > seen.failures {
+                        warn!("BFD session down: tearing the BGP session down");
+                        self.feed(Event::BfdDown).await;
+                    }
+                    if path.up && (!seen.up || path.failures > seen.failures) {
+                        info!("BFD session up");
+                        self.feed(Event::BfdUp).await;
+                    }
                 }
                 Input::RoutesChanged(open) => {
                     if open {
@@ -1230,5 +1287,82 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(status.borrow().state, State::Idle);
+    }
+
+    /// Bound to BFD: BFD Up then Down sends Cease / BFD Down and closes; nothing reconnects
+    /// while BFD stays down (the back-off here is 100 ms); BFD Up reconnects at once.
+    #[tokio::test]
+    async fn bfd_down_tears_the_session_down_until_bfd_is_up() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_routes_tx, routes_rx) = watch::channel(RouteSet::new());
+        let (bfd_tx, bfd_rx) = watch::channel(BfdPath::default());
+        let (status_tx, mut status) = watch::channel(SessionStatus::new(address));
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(run_with_bfd(
+            peer_config(address),
+            routes_rx,
+            Some(bfd_rx),
+            status_tx,
+            cancel.clone(),
+        ));
+        let peer_open = codec::encode(&codec::open(&LocalOpen {
+            asn: 64512,
+            hold_time: 90,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            capabilities: Capabilities {
+                four_octet_as: Some(64512),
+                multiprotocol: BTreeSet::from([Family::Ipv4Unicast]),
+                advertises_multiprotocol: true,
+                ..Capabilities::default()
+            },
+        }))
+        .unwrap();
+        // BFD not Up yet (never was): the session comes up all the same.
+        let mut peer = accept(&listener).await;
+        assert!(matches!(peer.next().await, Message::Open(_)));
+        peer.send(&peer_open).await;
+        peer.send(&codec::keepalive()).await;
+        wait_for(&mut status, |s| s.state == State::Established).await;
+
+        // Up and Down again before the task looks: the failure is not lost.
+        bfd_tx.send_replace(BfdPath {
+            up: true,
+            failures: 0,
+        });
+        bfd_tx.send_replace(BfdPath {
+            up: false,
+            failures: 1,
+        });
+        let notification = loop {
+            match peer.next().await {
+                Message::Notification(n) => break n,
+                _ => continue,
+            }
+        };
+        assert_eq!(
+            notification,
+            codec::Notification::cease(cease_subcode::BFD_DOWN)
+        );
+        let down = wait_for(&mut status, |s| s.state == State::Idle).await;
+        assert_eq!(down.last_error.as_deref(), Some("BFD session down"));
+        // Ten back-offs' worth of time: no connection attempt.
+        let attempt = tokio::time::timeout(Duration::from_secs(1), listener.accept()).await;
+        assert!(attempt.is_err(), "reconnected while BFD is down");
+
+        bfd_tx.send_replace(BfdPath {
+            up: true,
+            failures: 1,
+        });
+        let mut peer = accept(&listener).await;
+        assert!(matches!(peer.next().await, Message::Open(_)));
+        peer.send(&peer_open).await;
+        peer.send(&codec::keepalive()).await;
+        wait_for(&mut status, |s| s.sessions_established == 2).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
