@@ -17,6 +17,7 @@
 //! - [`daemon`]: starts every task and runs the decision loop; [`metrics`], [`http`].
 
 pub mod announcer;
+pub mod bfd;
 pub mod bgp;
 pub mod cluster;
 pub mod daemon;
