@@ -92,6 +92,15 @@ pub struct Metrics {
     pub bgp_messages_received: Family<MessageLabels, Counter>,
     /// Established sessions that went down.
     pub bgp_session_flaps: Family<PeerLabels, Counter>,
+    /// 1 while the BFD session for the BGPPeer is Up.
+    pub bfd_session_up: Family<PeerLabels, Gauge>,
+    pub bfd_session_state_changes: Family<PeerLabels, Counter>,
+    pub bfd_control_packets_sent: Family<PeerLabels, Counter>,
+    /// Control packets handed to the session (after the TTL and packet checks).
+    pub bfd_control_packets_received: Family<PeerLabels, Counter>,
+    /// BFD packets dropped, by reason (`ttl`, a parse error's label, `unknown_peer`,
+    /// `queue_full`, or one the session discarded).
+    pub bfd_packets_dropped: Family<RejectLabels, Counter>,
 }
 
 impl Metrics {
@@ -202,6 +211,31 @@ impl Metrics {
             "Established BGP sessions that went down",
             metrics.bgp_session_flaps.clone(),
         );
+        registry.register(
+            "bfd_session_up",
+            "1 while the BFD session for the BGPPeer is Up",
+            metrics.bfd_session_up.clone(),
+        );
+        registry.register(
+            "bfd_session_state_changes",
+            "BFD session state changes",
+            metrics.bfd_session_state_changes.clone(),
+        );
+        registry.register(
+            "bfd_control_packets_sent",
+            "BFD Control packets sent",
+            metrics.bfd_control_packets_sent.clone(),
+        );
+        registry.register(
+            "bfd_control_packets_received",
+            "BFD Control packets received and handed to the session",
+            metrics.bfd_control_packets_received.clone(),
+        );
+        registry.register(
+            "bfd_packets_dropped",
+            "BFD packets dropped, by reason",
+            metrics.bfd_packets_dropped.clone(),
+        );
         (metrics, root)
     }
 
@@ -251,6 +285,12 @@ impl Metrics {
     pub fn peer(peer: &str) -> PeerLabels {
         PeerLabels {
             peer: peer.to_string(),
+        }
+    }
+
+    pub fn reason(reason: &str) -> RejectLabels {
+        RejectLabels {
+            reason: reason.to_string(),
         }
     }
 

@@ -96,6 +96,8 @@ pub struct SessionReport {
     pub prefixes_sent: u64,
     pub last_error: Option<String>,
     pub flaps: u64,
+    /// The bound BFD session's state, if the peer has a `bfdProfile`.
+    pub bfd_state: Option<String>,
 }
 
 /// What an Event is about.
@@ -529,6 +531,7 @@ impl Kind for SessionKind {
             prefixes_sent: status.prefixes_sent,
             last_error: status.last_error.clone(),
             flaps: status.flaps,
+            bfd_state: status.bfd_state.clone(),
         }
     }
     fn object(metadata: ObjectMeta) -> BGPSessionState {
@@ -548,6 +551,7 @@ impl Kind for SessionKind {
             "prefixesSent": report.prefixes_sent,
             "lastError": report.last_error,
             "flaps": report.flaps,
+            "bfdState": report.bfd_state,
         })
     }
 }

@@ -42,6 +42,12 @@ use serde::{Deserialize, Serialize};
         description = "BGP FSM state (Established when up)"
     ),
     printcolumn(
+        name = "BFD",
+        type_ = "string",
+        json_path = ".status.bfdState",
+        description = "State of the BFD session bound to it (bfdProfile), if any"
+    ),
+    printcolumn(
         name = "Uptime",
         type_ = "date",
         json_path = ".status.establishedTime",
@@ -82,6 +88,11 @@ pub struct BGPSessionStateStatus {
     /// The RFC 4271 state: Idle, Connect, Active, OpenSent, OpenConfirm or Established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp_state: Option<String>,
+
+    /// The state of the BFD session bound to this session by the BGPPeer's `bfdProfile`
+    /// (AdminDown, Down, Init or Up); absent without a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_state: Option<String>,
 
     /// When the session became Established (RFC 3339); absent while it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]

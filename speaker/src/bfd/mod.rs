@@ -14,16 +14,19 @@
 //! own error, so it can be counted), the Echo function (we advertise Required Min Echo RX 0),
 //! our own Demand mode (we honour a peer's).
 //!
-//! Not here yet (the next steps of the BFD issue): the transport task (UDP sockets on ports
-//! 3784 and 4784 with the TTL rules of RFC 5881 §5 / RFC 5883 §5, a source port in
-//! 49152–65535, the timers, the demultiplexing of packets to sessions by discriminator or
-//! address), the binding to BGP (a failed session, [`StateChange::is_failure`], takes the
-//! BGP session down at once with a Cease "BFD Down", RFC 9384), the BFD session status in
-//! the CRDs, and metrics (packets by [`ParseError::label`] and [`DiscardReason::label`],
-//! state changes).
+//! The driver, in the shape of [`crate::bgp::session`]:
+//!
+//! - [`transport`]: the UDP sockets (ports 3784 and 4784, the TTL of every datagram read, a
+//!   source port in 49152–65535, TTL 255 out);
+//! - [`session`]: one task per session, the receive tasks they share, and the [`Status`] a
+//!   BGP session is bound to (`bgp::session::run_with_bfd`: a failure takes it down at once
+//!   with Cease "BFD Down", RFC 9384).
 
 pub mod fsm;
 pub mod packet;
+pub mod session;
+pub mod transport;
 
 pub use fsm::{Action, DiscardReason, Event, Session, SessionConfig, StateChange, Timer};
 pub use packet::{ControlPacket, ControlPacketView, Diagnostic, ParseError, State};
+pub use session::{PeerSettings, Sessions, StartError, Status};

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ferrolb_crds::config::{
-    BgpAdvertisement, Community, Config, Peer, PeerAsn, PeerPassword, PeerTarget,
+    BfdProfile, BgpAdvertisement, Community, Config, Peer, PeerAsn, PeerPassword, PeerTarget,
 };
 use ipnet::IpNet;
 use tokio::sync::watch;
@@ -38,6 +38,7 @@ use super::codec::{Family, RouteAttributes};
 use super::fsm::{SessionConfig, State};
 use super::report::{self, Reporting};
 use super::session::{self, Md5Key, PeerConfig, Route, RouteSet, SessionStatus};
+use crate::bfd;
 use crate::layer2::interfaces::HostIface;
 use crate::view::ServiceKey;
 
@@ -52,6 +53,8 @@ pub struct Context {
     pub node_labels: BTreeMap<String, String>,
     /// This host's interfaces (for the session's local address).
     pub host: Vec<HostIface>,
+    /// The BFDProfiles, by name (a BGPPeer's `bfdProfile`).
+    pub bfd_profiles: BTreeMap<String, BfdProfile>,
 }
 
 impl Context {
@@ -61,6 +64,7 @@ impl Context {
             advertisements: config.bgp_advertisements.clone(),
             node_labels,
             host: host.to_vec(),
+            bfd_profiles: config.bfd_profiles.clone(),
         }
     }
 }
@@ -76,6 +80,8 @@ pub enum Change {
 /// One running session.
 struct Running {
     config: PeerConfig,
+    /// The BFD session bound to it (its `bfdProfile`), if any.
+    bfd: Option<bfd::PeerSettings>,
     routes: watch::Sender<RouteSet>,
     status: watch::Receiver<SessionStatus>,
     cancel: CancellationToken,
@@ -97,6 +103,8 @@ pub struct Announcer {
     reporting: Option<Reporting>,
     /// Sessions started so far: each one's reports carry its number.
     generation: u64,
+    /// The BFD sessions, created with the first BGPPeer that has a `bfdProfile`.
+    bfd: Option<bfd::Sessions>,
 }
 
 impl std::fmt::Debug for Announcer {
@@ -138,6 +146,7 @@ impl Announcer {
             warned: BTreeSet::new(),
             reporting: None,
             generation: 0,
+            bfd: None,
         }
     }
 
@@ -324,6 +333,51 @@ impl Announcer {
         )
     }
 
+    /// The BFD session a peer's `bfdProfile` asks for: to the peer's address, from its
+    /// `sourceAddress` if the session binds it, multihop with `ebgpMultiHop` (RFC 5883) and
+    /// single hop otherwise (RFC 5881).
+    fn bfd_settings(&mut self, peer: &Peer, config: &PeerConfig) -> Option<bfd::PeerSettings> {
+        let name = peer.bfd_profile.as_ref()?;
+        let Some(profile) = self.context.bfd_profiles.get(name) else {
+            // The configuration refuses a dangling bfdProfile; a profile removed since is
+            // reported by the validation that refused it.
+            if self.warned.insert(format!("{}/bfd/{name}", peer.name)) {
+                warn!(peer = %peer.name, profile = %name, "BFDProfile not found: BGP without BFD");
+            }
+            return None;
+        };
+        Some(bfd::PeerSettings {
+            name: peer.name.clone(),
+            peer: config.address.ip(),
+            local: config.source,
+            multihop: peer.ebgp_multihop,
+            minimum_ttl: profile.minimum_ttl,
+            config: bfd::SessionConfig::from_profile(profile),
+        })
+    }
+
+    /// Starts a BFD session (and, the first time, the BFD sockets); `None` when it cannot be
+    /// started, and then the BGP session runs without it.
+    fn start_bfd(
+        &mut self,
+        settings: bfd::PeerSettings,
+        cancel: &CancellationToken,
+    ) -> Option<watch::Receiver<bfd::Status>> {
+        let metrics = self.reporting.as_ref().map(|r| r.metrics.clone());
+        let (tracker, parent) = (self.tracker.clone(), self.cancel.clone());
+        let sessions = self
+            .bfd
+            .get_or_insert_with(|| bfd::Sessions::new(tracker, parent, metrics));
+        let peer = settings.name.clone();
+        match sessions.start(settings, cancel.clone()) {
+            Ok(status) => Some(status),
+            Err(error) => {
+                warn!(%peer, %error, "BFD session not started: BGP without BFD");
+                None
+            }
+        }
+    }
+
     fn stop(&mut self, name: &str) -> Option<Change> {
         let running = self.sessions.remove(name)?;
         running.cancel.cancel();
@@ -489,22 +543,28 @@ impl crate::announcer::Announcer for Announcer {
             })
             .cloned()
             .collect();
-        let mut wanted: BTreeMap<String, (Peer, PeerConfig)> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, (Peer, PeerConfig, Option<bfd::PeerSettings>)> =
+            BTreeMap::new();
         for peer in peers {
             if let Some(config) = self.peer_config(&peer) {
-                wanted.insert(peer.name.clone(), (peer, config));
+                let bfd = self.bfd_settings(&peer, &config);
+                wanted.insert(peer.name.clone(), (peer, config, bfd));
             }
         }
         let gone: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(name, running)| wanted.get(*name).is_none_or(|(_, c)| *c != running.config))
+            .filter(|(name, running)| {
+                wanted
+                    .get(*name)
+                    .is_none_or(|(_, c, b)| *c != running.config || *b != running.bfd)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
             changes.extend(self.stop(&name));
         }
-        for (name, (peer, config)) in wanted {
+        for (name, (peer, config, bfd_settings)) in wanted {
             let routes = self.routes(&peer, &config, desired);
             if let Some(running) = self.sessions.get(&name) {
                 if *running.routes.borrow() != routes {
@@ -536,9 +596,13 @@ impl crate::announcer::Announcer for Announcer {
                     reporting.clone(),
                 ));
             }
-            self.tracker.spawn(session::run(
+            let bfd_status = bfd_settings
+                .clone()
+                .and_then(|settings| self.start_bfd(settings, &cancel));
+            self.tracker.spawn(session::run_with_bfd(
                 config.clone(),
                 routes_rx,
+                bfd_status,
                 status_tx,
                 cancel.clone(),
             ));
@@ -546,6 +610,7 @@ impl crate::announcer::Announcer for Announcer {
                 name.clone(),
                 Running {
                     config,
+                    bfd: bfd_settings,
                     routes: routes_tx,
                     status: status_rx,
                     cancel,
@@ -766,6 +831,7 @@ mod tests {
             advertisements: vec![ad("ad", &[], 32, Vec::new())],
             node_labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
             host: Vec::new(),
+            bfd_profiles: BTreeMap::new(),
         };
         let want = desired(&[("203.0.113.130", &["ad"])]);
         announcer.set_context(context(vec![selected.clone(), all.clone()], "b"));

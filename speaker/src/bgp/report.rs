@@ -119,6 +119,7 @@ impl Reporter {
             prefixes_sent: u64::try_from(status.prefixes_sent).unwrap_or(u64::MAX),
             last_error: status.last_error.clone(),
             flaps: self.flaps,
+            bfd_state: status.bfd.map(|bfd| bfd.state.to_string()),
         };
         let current =
             self.reporting

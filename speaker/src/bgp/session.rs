@@ -38,6 +38,7 @@ use super::codec::{
     self, DecodeContext, EncodeError, Family, Ipv6NextHop, Message, RouteAttributes, UpdateContext,
 };
 use super::fsm::{self, Action, Direction, Event, Negotiated, SessionConfig, State, Timer};
+use crate::bfd;
 
 /// How long writing one batch of messages may take before the connection counts as failed
 /// (the peer stopped reading).
@@ -150,6 +151,8 @@ pub struct SessionStatus {
     pub sent: MessageCounts,
     /// Messages received from the peer (framed, before decoding), by type.
     pub received: MessageCounts,
+    /// The bound BFD session, if any: what it said last.
+    pub bfd: Option<bfd::Status>,
 }
 
 /// BGP messages by type (RFC 4271 §4.1 type codes; ROUTE-REFRESH is RFC 2918's 5).
@@ -215,6 +218,7 @@ impl SessionStatus {
             sessions_established: 0,
             sent: MessageCounts::default(),
             received: MessageCounts::default(),
+            bfd: None,
         }
     }
 }
@@ -242,23 +246,13 @@ pub async fn run(
     run_with_bfd(config, routes, None, status, cancel).await;
 }
 
-/// What a BFD session tells the BGP session bound to it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BfdPath {
-    /// BFD sees the path to the peer as Up.
-    pub up: bool,
-    /// Up → Down transitions so far. A count and not only `up`: a watch keeps the last value,
-    /// and a Down followed quickly by an Up must still tear the session down.
-    pub failures: u64,
-}
-
 /// [`run`], bound to a BFD session. A BFD failure tears the session down at once and holds it
 /// until BFD is Up again ([`fsm::Event::BfdDown`]); a BFD session that was never Up holds
 /// nothing, so BGP to a router without BFD still comes up (and the BFD status shows Down).
 pub async fn run_with_bfd(
     config: PeerConfig,
     routes: watch::Receiver<RouteSet>,
-    bfd: Option<watch::Receiver<BfdPath>>,
+    bfd: Option<watch::Receiver<bfd::Status>>,
     status: watch::Sender<SessionStatus>,
     cancel: CancellationToken,
 ) {
@@ -292,8 +286,8 @@ struct Task {
     sent_messages: MessageCounts,
     received_messages: MessageCounts,
     /// The bound BFD session, if any, and what it said last.
-    bfd: Option<watch::Receiver<BfdPath>>,
-    bfd_seen: BfdPath,
+    bfd: Option<watch::Receiver<bfd::Status>>,
+    bfd_seen: bfd::Status,
 }
 
 /// One input of the loop.
@@ -304,7 +298,7 @@ enum Input {
     Timer(Timer),
     RoutesChanged(bool),
     /// The BFD session's view changed (`None`: its task is gone).
-    BfdChanged(Option<BfdPath>),
+    BfdChanged(Option<bfd::Status>),
 }
 
 async fn maybe_connecting(connecting: &mut Option<Connecting>) -> io::Result<TcpStream> {
@@ -324,7 +318,7 @@ async fn maybe_read(stream: &mut Option<TcpStream>, buf: &mut Vec<u8>) -> io::Re
     }
 }
 
-async fn maybe_bfd_changed(bfd: &mut Option<watch::Receiver<BfdPath>>) -> Option<BfdPath> {
+async fn maybe_bfd_changed(bfd: &mut Option<watch::Receiver<bfd::Status>>) -> Option<bfd::Status> {
     match bfd {
         Some(bfd) => match bfd.changed().await {
             Ok(()) => Some(*bfd.borrow_and_update()),
@@ -370,7 +364,7 @@ impl Task {
             sent_messages: MessageCounts::default(),
             received_messages: MessageCounts::default(),
             bfd: None,
-            bfd_seen: BfdPath::default(),
+            bfd_seen: bfd::Status::default(),
         }
     }
 
@@ -438,14 +432,17 @@ impl Task {
                 Input::BfdChanged(None) => {
                     warn!("the BFD session task is gone; BGP goes on without it");
                     self.bfd = None;
+                    self.publish();
                 }
                 Input::BfdChanged(Some(path)) => {
                     let seen = std::mem::replace(&mut self.bfd_seen, path);
+                    // The status shows the BFD state even when nothing else changes.
+                    self.publish();
                     if path.failures > seen.failures {
                         warn!("BFD session down: tearing the BGP session down");
                         self.feed(Event::BfdDown).await;
                     }
-                    if path.up && (!seen.up || path.failures > seen.failures) {
+                    if path.is_up() && (!seen.is_up() || path.failures > seen.failures) {
                         info!("BFD session up");
                         self.feed(Event::BfdUp).await;
                     }
@@ -733,6 +730,7 @@ impl Task {
             sessions_established: self.sessions_established,
             sent: self.sent_messages,
             received: self.received_messages,
+            bfd: self.bfd.as_ref().map(|_| self.bfd_seen),
         };
         self.status.send_if_modified(|current| {
             if *current == status {
@@ -1296,7 +1294,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (_routes_tx, routes_rx) = watch::channel(RouteSet::new());
-        let (bfd_tx, bfd_rx) = watch::channel(BfdPath::default());
+        let (bfd_tx, bfd_rx) = watch::channel(bfd::Status::default());
         let (status_tx, mut status) = watch::channel(SessionStatus::new(address));
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(run_with_bfd(
@@ -1326,13 +1324,13 @@ mod tests {
         wait_for(&mut status, |s| s.state == State::Established).await;
 
         // Up and Down again before the task looks: the failure is not lost.
-        bfd_tx.send_replace(BfdPath {
-            up: true,
-            failures: 0,
+        bfd_tx.send_replace(bfd::Status {
+            state: bfd::State::Up,
+            ..bfd::Status::default()
         });
-        bfd_tx.send_replace(BfdPath {
-            up: false,
+        bfd_tx.send_replace(bfd::Status {
             failures: 1,
+            ..bfd::Status::default()
         });
         let notification = loop {
             match peer.next().await {
@@ -1350,9 +1348,10 @@ mod tests {
         let attempt = tokio::time::timeout(Duration::from_secs(1), listener.accept()).await;
         assert!(attempt.is_err(), "reconnected while BFD is down");
 
-        bfd_tx.send_replace(BfdPath {
-            up: true,
+        bfd_tx.send_replace(bfd::Status {
+            state: bfd::State::Up,
             failures: 1,
+            ..bfd::Status::default()
         });
         let mut peer = accept(&listener).await;
         assert!(matches!(peer.next().await, Message::Open(_)));
