@@ -588,3 +588,168 @@ fn e2e_bgp_legacy_configmap() {
     eprintln!("legacy peer's sessions: {names:?}");
     assert_eq!(names.len(), 1, "{sessions:?}");
 }
+
+/// The BFDProfile of the BFD test: 100 ms × 3, as the lab router's own profile.
+const BFD_CONFIG: &str = "apiVersion: ferrolb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: ferrolb-system}
+spec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: router-v4, namespace: ferrolb-system}
+spec: {myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, holdTime: 90s, bfdProfile: fast}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: router-v6, namespace: ferrolb-system}
+spec: {myASN: 64513, peerASN: 64512, peerAddress: \"2001:db8:2::1\", holdTime: 90s, bfdProfile: fast}
+";
+
+/// FRR's BFD peers (`show bfd peers json`) that are up, by peer address.
+fn frr_bfd_up(router: &Router) -> Result<BTreeSet<IpAddr>, String> {
+    let peers = vtysh_json(router, "show bfd peers json")?;
+    Ok(peers
+        .as_array()
+        .ok_or_else(|| format!("not a list: {peers}"))?
+        .iter()
+        .filter(|p| p["status"] == "up")
+        .filter_map(|p| p["peer"].as_str()?.parse().ok())
+        .collect())
+}
+
+/// Sends `bytes` from the router's LAN address to node1's BFD port with this TTL.
+fn send_to_node1_bfd(router_ns: &str, ttl: u32, bytes: &[u8]) {
+    let (ns, bytes) = (router_ns.to_string(), bytes.to_vec());
+    std::thread::spawn(move || {
+        ferrolb_tests::controlplane::netns::enter_netns(&ns).expect("router namespace");
+        let socket = std::net::UdpSocket::bind("192.0.2.1:0").expect("bind");
+        socket.set_ttl(ttl).expect("ttl");
+        let node1 = std::net::SocketAddr::new(IpAddr::V4(node_addresses(1).0), 3784);
+        socket.send_to(&bytes, node1).expect("send");
+    })
+    .join()
+    .expect("sender thread");
+}
+
+/// A speaker metric's value (the first sample whose line starts with `prefix`).
+fn metric(probe: &L2Probe, node: &str, prefix: &str) -> Option<f64> {
+    probe
+        .metrics(node)
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// BFD with FRR (the lab router's bfdd, 100 ms × 3 on its peer groups) on both BGPPeers, whose
+/// hold time is 90 s on both sides: FRR shows every node's BFD sessions (IPv4 and IPv6) up and
+/// the BGPSessionStates show `bfdState: Up`; hostile datagrams to node1's port 3784 (TTL 64, a
+/// version-2 packet) are dropped and counted, and node1's sessions stay up; node3 cut off from
+/// the LAN: its next hop leaves FRR's RIB long before a 90 s hold timer could (the time is
+/// printed; the distribution is a benchmark); node3 back: BFD and BGP come back up and its next
+/// hop returns.
+#[test]
+fn e2e_bgp_bfd_with_frr() {
+    let test = "e2e_bgp_bfd_with_frr";
+    let Some(lab) = TestLab::start(test, 3).unwrap() else {
+        return;
+    };
+    let probe = L2Probe::new(&lab);
+    let router = lab.netlab().router();
+    // Long BGP timers on the router too (the lab's are 1/3 s): only BFD can be fast here.
+    configure_router(
+        &router,
+        &[
+            "bgp log-neighbor-changes",
+            "neighbor nodes4 timers 30 90",
+            "neighbor nodes6 timers 30 90",
+        ],
+    );
+    probe.apply(
+        "bgp-config",
+        &(POOL_AND_ADVERTISEMENT.to_string() + BFD_CONFIG),
+    );
+    probe.apply("svc", &service(false, &NODES));
+    let (v4, _) = probe.service_ips("web", ASSIGN_TIMEOUT);
+    let p4 = format!("{v4}/32");
+    wait_paths(&router, &p4, &NODES);
+
+    let all_nodes: BTreeSet<IpAddr> = node_hops(&NODES, true)
+        .into_iter()
+        .chain(node_hops(&NODES, false))
+        .collect();
+    let up = eventually("FRR: BFD up with every node, v4 and v6", || {
+        let up = frr_bfd_up(&router)?;
+        (up == all_nodes)
+            .then_some(up.clone())
+            .ok_or_else(|| format!("up: {up:?}"))
+    });
+    eprintln!("FRR BFD peers up: {up:?}");
+    let summary = vtysh_json(&router, "show bgp summary json").unwrap();
+    let hold = &summary["ipv4Unicast"]["peers"]["192.0.2.11"];
+    eprintln!("FRR's session with node1: {hold}");
+    for peer in ["router-v4", "router-v6"] {
+        let state = eventually(&format!("node1/{peer}: bfdState Up"), || {
+            let status = session_state(&probe, "node1", peer)?;
+            (status["bfdState"] == "Up" && status["bgpState"] == "Established")
+                .then_some(status.clone())
+                .ok_or_else(|| status.to_string())
+        });
+        eprintln!("BGPSessionState node1/{peer}: {state}");
+    }
+    let columns = probe.kubectl(&["get", "bgpsessionstates", "-n", "ferrolb-system"]);
+    eprintln!("{columns}");
+    assert!(columns.contains("BFD"), "{columns}");
+
+    // Hostile input from the router's own address: dropped, counted, nothing else changes.
+    let router_ns = lab.netlab().topology.router_ns();
+    let mut valid = [0u8; 24];
+    valid[0] = 0x20; // version 1, diag 0
+    valid[1] = 0xc0; // Up
+    valid[2] = 3;
+    valid[3] = 24;
+    valid[4..8].copy_from_slice(&7u32.to_be_bytes());
+    send_to_node1_bfd(&router_ns, 64, &valid);
+    let mut version2 = valid;
+    version2[0] = 0x40;
+    send_to_node1_bfd(&router_ns, 255, &version2);
+    for reason in ["ttl", "unsupported_version"] {
+        let prefix = format!("ferrolb_speaker_bfd_packets_dropped_total{{reason=\"{reason}\"}}");
+        eventually(&format!("node1 counted a {reason} drop"), || {
+            metric(&probe, "node1", &prefix)
+                .filter(|n| *n >= 1.0)
+                .ok_or_else(|| format!("{prefix} not ≥ 1"))
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        frr_bfd_up(&router)
+            .unwrap()
+            .contains(&node_hops(&["node1"], true).into_iter().next().unwrap())
+    );
+    let node1 = session_state(&probe, "node1", "router-v4").unwrap();
+    assert_eq!(node1["bfdState"], "Up", "{node1}");
+    assert_eq!(node1["flaps"], 0, "{node1}");
+
+    // node3 cut off: BFD takes its path out of the router's RIB, not the 90 s hold timer.
+    let cut = Instant::now();
+    lab.netlab().set_port("node3", false).unwrap();
+    let gone = eventually("FRR RIB: node3's next hop gone", || {
+        let hops = rib_next_hops(&router, &p4)?;
+        (hops == node_hops(&NODES[..2], true))
+            .then(|| cut.elapsed())
+            .ok_or_else(|| format!("{hops:?}"))
+    });
+    eprintln!("node3 cut off: its next hop left FRR's RIB after {gone:?} (hold time 90 s)");
+    assert!(gone < Duration::from_secs(20), "{gone:?}: not BFD");
+
+    // node3 back: BFD Up, BGP re-established, the next hop back.
+    lab.netlab().set_port("node3", true).unwrap();
+    eventually("FRR: BFD up with node3 again", || {
+        let up = frr_bfd_up(&router)?;
+        (up == all_nodes)
+            .then_some(())
+            .ok_or_else(|| format!("up: {up:?}"))
+    });
+    wait_paths(&router, &p4, &NODES);
+}

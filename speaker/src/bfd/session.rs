@@ -58,7 +58,15 @@ pub struct Status {
     /// count and not only the state: a watch keeps the last value, and a Down followed
     /// quickly by an Up must still take the BGP session down.
     pub failures: u64,
+    /// Not Up, and nothing heard from the peer for [`SILENCE`]: the peer runs no BFD session
+    /// for us (FRR, for one, deletes a dynamic neighbour's BFD session with its BGP session),
+    /// so BFD cannot say when the path is back and must not hold BGP down.
+    pub peer_silent: bool,
 }
+
+/// How long a peer that is not Up may send nothing before it counts as silent (three of the
+/// slow, not-Up packets it would send if it had a session for us).
+pub const SILENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Default for Status {
     fn default() -> Self {
@@ -66,6 +74,7 @@ impl Default for Status {
             state: State::Down,
             diagnostic: Diagnostic::NoDiagnostic,
             failures: 0,
+            peer_silent: false,
         }
     }
 }
@@ -73,6 +82,11 @@ impl Default for Status {
 impl Status {
     pub fn is_up(&self) -> bool {
         self.state == State::Up
+    }
+
+    /// Whether BFD lets a BGP session it took down come back: Up, or a silent peer.
+    pub fn releases_bgp(&self) -> bool {
+        self.is_up() || self.peer_silent
     }
 }
 
@@ -268,6 +282,8 @@ struct Task {
     metrics: Option<Metrics>,
     timers: BTreeMap<Timer, Instant>,
     seed: u64,
+    /// When the peer was last heard (the task's start before that).
+    last_heard: Instant,
 }
 
 impl Task {
@@ -294,6 +310,7 @@ impl Task {
             metrics,
             timers: BTreeMap::new(),
             seed,
+            last_heard: Instant::now(),
         }
     }
 
@@ -324,6 +341,8 @@ impl Task {
             multiplier = self.settings.config.detect_multiplier, "BFD session task started"
         );
         self.feed(Event::AdminUp, &socket).await;
+        self.last_heard = Instant::now();
+        let mut silence_check = tokio::time::interval(SILENCE / 3);
         loop {
             let next = self
                 .timers
@@ -343,8 +362,13 @@ impl Task {
                     self.timers.remove(&timer);
                     self.feed(Event::TimerExpired(timer), &socket).await;
                 }
+                _ = silence_check.tick() => self.check_silence(),
                 packet = self.packets.recv() => match packet {
                     Some(packet) => {
+                        self.last_heard = Instant::now();
+                        self.status.send_if_modified(|status| {
+                            std::mem::replace(&mut status.peer_silent, false)
+                        });
                         self.count(|m, labels| {
                             m.bfd_control_packets_received.get_or_create(labels).inc();
                         });
@@ -391,6 +415,21 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Marks the peer silent when it is not Up and said nothing for [`SILENCE`].
+    fn check_silence(&mut self) {
+        let silent = self.fsm.state() != State::Up && self.last_heard.elapsed() >= SILENCE;
+        self.status.send_if_modified(|status| {
+            if status.peer_silent == silent {
+                return false;
+            }
+            status.peer_silent = silent;
+            if silent {
+                info!("BFD peer silent: it runs no session for us; BGP is not held by BFD");
+            }
+            true
+        });
     }
 
     fn state_changed(&mut self, change: StateChange) {

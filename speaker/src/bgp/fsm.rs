@@ -112,7 +112,9 @@ pub enum Event {
     /// failed). The session is torn down at once, with Cease / BFD Down (RFC 9384) if
     /// connected, and held in Idle until [`Event::BfdUp`].
     BfdDown,
-    /// The BFD session is Up (again): a session held by [`Event::BfdDown`] starts.
+    /// BFD no longer holds the session: Up again, or the peer stopped running BFD with us
+    /// (then only BFD cannot tell when the path is back). A session held by
+    /// [`Event::BfdDown`] starts.
     BfdUp,
 }
 

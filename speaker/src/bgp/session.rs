@@ -442,8 +442,14 @@ impl Task {
                         warn!("BFD session down: tearing the BGP session down");
                         self.feed(Event::BfdDown).await;
                     }
-                    if path.is_up() && (!seen.is_up() || path.failures > seen.failures) {
-                        info!("BFD session up");
+                    if path.releases_bgp()
+                        && (!seen.releases_bgp() || path.failures > seen.failures)
+                    {
+                        if path.is_up() {
+                            info!("BFD session up");
+                        } else {
+                            info!("BFD peer silent: BGP no longer held by BFD");
+                        }
                         self.feed(Event::BfdUp).await;
                     }
                 }
