@@ -326,7 +326,7 @@ valid!(
 valid!(
     legacy_bfd_profile_defaults,
     legacy(
-        "bfd-profiles:\n- name: fast\n  receive-interval: 100\n  echo-mode: true\npeers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, bfd-profile: fast}\n"
+        "bfd-profiles:\n- name: fast\n  receive-interval: 100\npeers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, bfd-profile: fast}\n"
     ),
     |c, w| {
         let b = &c.bfd_profiles["fast"];
@@ -334,7 +334,7 @@ valid!(
         assert_eq!(b.transmit_interval, Duration::from_millis(300));
         assert_eq!((b.detect_multiplier, b.minimum_ttl), (3, 254));
         assert_eq!(b.echo_interval, Duration::from_millis(50));
-        assert!(b.echo_mode && !b.passive_mode);
+        assert!(!b.echo_mode && !b.passive_mode);
         assert_eq!(
             c.peers["peer-10-0-0-1"].bfd_profile.as_deref(),
             Some("fast")
@@ -1328,9 +1328,33 @@ invalid!(
         ),
         object("BGPAdvertisement", "a", "{ipAddressPools: [v6]}")
     ),
+    // Echo mode is refused on its own (not implemented), which also settles MetalLB's rule
+    // against echo with IPv6 pools.
     [
-        "BGPAdvertisement/a: spec: IPv6 pool \"v6\" is advertised to peer \"r1\" whose BFD profile uses echo mode"
+        "BFDProfile/echo: spec.echoMode: is not supported: BFD echo mode is not implemented (the speaker runs BFD with Control packets only); remove echoMode"
     ]
+);
+
+invalid!(
+    legacy_bfd_echo_mode,
+    legacy("bfd-profiles:\n- name: echo\n  echo-mode: true\n"),
+    [
+        "ConfigMap/config bfd-profiles[0] \"echo\": echo-mode: is not supported: BFD echo mode is not implemented (the speaker runs BFD with Control packets only); remove echoMode"
+    ]
+);
+
+valid!(
+    cr_bfd_echo_interval_is_ignored_with_a_warning,
+    object("BFDProfile", "slow", "{echoInterval: 100}"),
+    |c, w| {
+        assert!(c.bfd_profiles.contains_key("slow"));
+        assert_eq!(
+            w,
+            [
+                "BFDProfile/slow: spec.echoInterval: is not supported: echoInterval is ignored: BFD echo mode is not implemented"
+            ]
+        );
+    }
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -1220,6 +1220,23 @@ fn validate_bfd(raw: &Raw, sink: &mut Sink) -> BTreeMap<String, BfdProfile> {
         let multiplier = ranged("detectMultiplier", spec.detect_multiplier, 2, 255, 3);
         let echo = ranged("echoInterval", spec.echo_interval, 10, 60000, 50);
         let ttl = ranged("minimumTtl", spec.minimum_ttl, 1, 254, 254);
+        // The speaker's BFD sends and answers Control packets only (issue #11).
+        if spec.echo_mode {
+            sink.error(
+                o,
+                o.field("echoMode"),
+                Reason::NotSupported(
+                    "BFD echo mode is not implemented (the speaker runs BFD with Control packets only); remove echoMode",
+                ),
+            );
+            valid = false;
+        } else if spec.echo_interval.is_some() {
+            sink.warn(
+                o,
+                o.field("echoInterval"),
+                Reason::NotSupported("echoInterval is ignored: BFD echo mode is not implemented"),
+            );
+        }
         if valid {
             out.insert(
                 rb.name.clone(),
