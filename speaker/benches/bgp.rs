@@ -25,9 +25,14 @@
 //!    kernel table. The reference is the BGP floor: `gobgp global rib add` of one /32 (gobgpd
 //!    in the client's namespace peering with FRR) to the same kernel table.
 //!
+//! 4. **BFD failover**: the full lab, one BGPPeer with a BFDProfile (100 ms × 3) and a 90 s
+//!    hold time (FRR's too), a Service with endpoints on every node: node3's link cut
+//!    (`FERROLB_BGP_BENCH_BFD_TRIALS`, default 20, times), the time until the router's kernel
+//!    route has no next hop via node3. The anchor, same lab and run: no BFD, hold time 3 s.
+//!
 //! The environment: `FERROLB_BGP_BENCH_ROUNDS` (table transfers per implementation, default 3),
 //! `FERROLB_BGP_BENCH_ROUTES` (10 000), `FERROLB_BGP_BENCH_SERVICES` (100),
-//! `FERROLB_BGP_BENCH_ROWS` (default `transfer,three_sessions,service_to_route`). Raw samples are
+//! `FERROLB_BGP_BENCH_ROWS` (default `transfer,three_sessions,service_to_route,bfd_failover`). Raw samples are
 //! written as JSON lines to `<target>/bgp-bench/<unix time>.jsonl`; the table is printed.
 
 use std::collections::BTreeSet;
@@ -80,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let routes = env_usize("FERROLB_BGP_BENCH_ROUTES", 10_000);
     let services = env_usize("FERROLB_BGP_BENCH_SERVICES", 100);
     let rows = std::env::var("FERROLB_BGP_BENCH_ROWS")
-        .unwrap_or_else(|_| "transfer,three_sessions,service_to_route".into());
+        .unwrap_or_else(|_| "transfer,three_sessions,service_to_route,bfd_failover".into());
     let wants = |row: &str| rows.split(',').any(|r| r.trim() == row);
     let mut report = Report::new()?;
     if wants("transfer") || wants("three_sessions") {
@@ -92,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             three_sessions(&lab, routes, &mut report)?;
         }
     }
-    if wants("service_to_route") {
+    let release_binaries = || -> anyhow::Result<FerrolbBinaries> {
         let release = ferrolb_tests::paths::target_dir().join("release");
         let binaries = FerrolbBinaries {
             controller: release.join("ferrolb-controller"),
@@ -104,7 +109,17 @@ fn main() -> anyhow::Result<()> {
                 binaries.controller.display()
             );
         }
-        let lab = TestLab::start_with("bench_bgp_services", 3, binaries)?.context("not root")?;
+        Ok(binaries)
+    };
+    if wants("bfd_failover") {
+        let trials = env_usize("FERROLB_BGP_BENCH_BFD_TRIALS", 20);
+        let lab =
+            TestLab::start_with("bench_bgp_bfd", 3, release_binaries()?)?.context("not root")?;
+        bfd_failover(&lab, trials, &mut report)?;
+    }
+    if wants("service_to_route") {
+        let lab = TestLab::start_with("bench_bgp_services", 3, release_binaries()?)?
+            .context("not root")?;
         service_to_route(&lab, services, &mut report)?;
     }
     report.print();
@@ -812,7 +827,7 @@ fn three_sessions(lab: &TestLab, routes: usize, report: &mut Report) -> anyhow::
 // ---------------------------------------------------------------------------------------------
 // Row 3: Service → route.
 
-const SERVICE_CONFIG: &str = "apiVersion: ferrolb.io/v1beta1
+const SERVICE_CONFIG_POOL: &str = "apiVersion: ferrolb.io/v1beta1
 kind: IPAddressPool
 metadata: {name: bench, namespace: ferrolb-system}
 spec: {addresses: [\"203.0.113.0/25\"]}
@@ -821,8 +836,9 @@ apiVersion: ferrolb.io/v1beta1
 kind: BGPAdvertisement
 metadata: {name: bench, namespace: ferrolb-system}
 spec: {ipAddressPools: [bench]}
----
-apiVersion: ferrolb.io/v1beta1
+";
+
+const SERVICE_CONFIG_PEER: &str = "apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {name: router, namespace: ferrolb-system}
 spec: {myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1}
@@ -879,7 +895,11 @@ fn new_v4_route(
 fn service_to_route(lab: &TestLab, services: usize, report: &mut Report) -> anyhow::Result<()> {
     let router_ns = lab.netlab().topology.router_ns();
     let pool: ipnet::Ipv4Net = SERVICE_POOL.parse()?;
-    kubectl_apply(lab, "bench-config", SERVICE_CONFIG)?;
+    kubectl_apply(
+        lab,
+        "bench-config",
+        &format!("{SERVICE_CONFIG_POOL}---\n{SERVICE_CONFIG_PEER}"),
+    )?;
     // The sessions first: the clock is to measure a Service, not the speakers' start.
     let router = lab.netlab().router();
     wait_for(
@@ -1012,6 +1032,103 @@ fn route_gone(router_ns: &str, ip: Ipv4Addr, start: Instant) -> anyhow::Result<D
         || (!kernel_v4_routes(router_ns).contains(&ip)).then(|| start.elapsed()),
         Duration::from_millis(5),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 4: BFD failover.
+
+/// The next hops of the router's kernel route for `ip`.
+fn kernel_next_hops(router_ns: &str, ip: Ipv4Addr) -> BTreeSet<Ipv4Addr> {
+    let out =
+        netns::ip(router_ns, &["-4", "route", "show", &format!("{ip}/32")]).unwrap_or_default();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+fn bfd_config(with_bfd: bool) -> String {
+    let bfd = if with_bfd { ", bfdProfile: fast" } else { "" };
+    format!(
+        "{SERVICE_CONFIG_POOL}---
+apiVersion: ferrolb.io/v1beta1
+kind: BFDProfile
+metadata: {{name: fast, namespace: ferrolb-system}}
+spec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {{name: router, namespace: ferrolb-system}}
+spec: {{myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, holdTime: 90s{bfd}}}
+"
+    )
+}
+
+/// Node3's link to the LAN cut, `trials` times, with BFD (100 ms × 3, hold time 90 s on both
+/// sides) and then, as the anchor, without BFD at the lab's 3 s hold time: the time from the
+/// cut until the router's kernel route for the Service has no next hop via node3 (polled every
+/// 5 ms), then the link restored and node3's path awaited before the next trial.
+fn bfd_failover(lab: &TestLab, trials: usize, report: &mut Report) -> anyhow::Result<()> {
+    let router_ns = lab.netlab().topology.router_ns();
+    let router = lab.netlab().router();
+    let node3 = node_addresses(3).0;
+    let all: BTreeSet<Ipv4Addr> = (1..=3).map(|i| node_addresses(i).0).collect();
+    kubectl_apply(lab, "svc-endpoints", &endpoint_slice("web"))?;
+    kubectl_apply(lab, "svc", &service("web"))?;
+    for (mode, with_bfd, timers) in [("bfd", true, "30 90"), ("hold_3s", false, "1 3")] {
+        router.configure_bgp(&[
+            &format!("neighbor nodes4 timers {timers}"),
+            &format!("neighbor nodes6 timers {timers}"),
+        ])?;
+        // New timers apply to new sessions: reset them.
+        router.vtysh("clear bgp *")?;
+        kubectl_apply(lab, "bench-config", &bfd_config(with_bfd))?;
+        let ip: Ipv4Addr = wait_for(
+            "the Service's IP",
+            || {
+                lab.control_plane()
+                    .kubectl_output([
+                        "get",
+                        "service",
+                        "-n",
+                        "default",
+                        "web",
+                        "-o",
+                        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                    ])
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            },
+            Duration::from_millis(200),
+        )?;
+        for trial in 0..trials {
+            wait_for(
+                "the route via all three nodes",
+                || (kernel_next_hops(&router_ns, ip) == all).then_some(()),
+                Duration::from_millis(50),
+            )?;
+            // Let the sessions (and BFD) settle after the last restore.
+            std::thread::sleep(Duration::from_secs(3));
+            lab.netlab().set_port("node3", false)?;
+            let start = Instant::now();
+            let elapsed = wait_for(
+                "node3's next hop gone",
+                || (!kernel_next_hops(&router_ns, ip).contains(&node3)).then(|| start.elapsed()),
+                Duration::from_millis(5),
+            )?;
+            lab.netlab().set_port("node3", true)?;
+            report.sample(
+                "bfd_failover",
+                mode,
+                json!({"trial": trial, "ms": ms(elapsed)}),
+            );
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1156,6 +1273,25 @@ impl Report {
             "ms",
             0.99,
         );
+        let bfd = self.values("bfd_failover", "bfd", "ms");
+        let hold = self.values("bfd_failover", "hold_3s", "ms");
+        if !bfd.is_empty() || !hold.is_empty() {
+            println!(
+                "\n| node cut off → its next hop gone from the router's kernel | trials | p50 ms | p90 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |"
+            );
+            for (label, values) in [
+                ("BFD 100 ms × 3, hold 90 s", &bfd),
+                ("no BFD, hold 3 s", &hold),
+            ] {
+                println!(
+                    "| {label} | {} | {:.0} | {:.0} | {:.0} |",
+                    values.len(),
+                    quantile(values, 0.5),
+                    quantile(values, 0.9),
+                    quantile(values, 1.0)
+                );
+            }
+        }
         println!("\nraw samples: {}", self.out.display());
     }
 }

@@ -167,26 +167,13 @@ fn wait_paths(router: &Router, prefix: &str, nodes: &[&str]) {
     eprintln!("FRR BGP table for {prefix}: {table}");
 }
 
-/// Adds `lines` to FRR's `router bgp` (retried while bgpd starts).
+/// `router bgp` configuration lines (retried while bgpd starts; the lines are not printed:
+/// one may carry a password).
 fn configure_router(router: &Router, lines: &[&str]) {
-    eventually(&format!("bgpd: {lines:?}"), || {
-        let mut args = vec![
-            "-N",
-            router.ns.as_str(),
-            "-c",
-            "configure terminal",
-            "-c",
-            "router bgp 64512",
-        ];
-        for line in lines {
-            args.extend(["-c", line]);
-        }
-        let mut vtysh = ferrolb_tests::cmd::command("vtysh", args);
-        vtysh.env("LC_ALL", "C");
-        ferrolb_tests::cmd::run(vtysh)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    eventually(
+        &format!("bgpd: {} configuration line(s)", lines.len()),
+        || router.configure_bgp(lines).map_err(|e| e.to_string()),
+    );
 }
 
 #[test]

@@ -101,24 +101,12 @@ fn kernel_route(router_ns: &str, prefix: &str) -> String {
     netns::ip(router_ns, &[family, "route", "show", prefix]).unwrap_or_else(|e| e.to_string())
 }
 
-/// `router bgp 64512` configuration lines, through vtysh (bgpd may still be starting).
+/// `router bgp` configuration lines (retried while bgpd starts; the lines are not printed:
+/// one may carry a password).
 fn configure_router(router: &Router, lines: &[&str]) {
-    let context = format!("router bgp {ROUTER_ASN}");
-    // The lines are not printed: one may carry a password.
     eventually(
         &format!("bgpd: {} configuration line(s)", lines.len()),
-        || {
-            let mut args = vec!["-N", router.ns.as_str(), "-c", "configure terminal", "-c"];
-            args.push(&context);
-            for line in lines {
-                args.extend(["-c", line]);
-            }
-            let mut vtysh = ferrolb_tests::cmd::command("vtysh", args);
-            vtysh.env("LC_ALL", "C");
-            ferrolb_tests::cmd::run(vtysh)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
+        || router.configure_bgp(lines).map_err(|e| e.to_string()),
     );
 }
 

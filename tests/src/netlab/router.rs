@@ -236,6 +236,26 @@ impl Router {
         cmd::stdout(cmd::command("vtysh", ["-N", &self.ns, "-c", command]))
     }
 
+    /// Configuration lines under `router bgp <ROUTER_ASN>` (`configure terminal` first). The
+    /// lines are not logged: one may carry a password.
+    pub fn configure_bgp(&self, lines: &[&str]) -> Result<(), CmdError> {
+        let context = format!("router bgp {ROUTER_ASN}");
+        let mut args = vec![
+            "-N",
+            self.ns.as_str(),
+            "-c",
+            "configure terminal",
+            "-c",
+            &context,
+        ];
+        for line in lines {
+            args.extend(["-c", line]);
+        }
+        let mut vtysh = cmd::command("vtysh", args);
+        vtysh.env("LC_ALL", "C");
+        cmd::run(vtysh).map(|_| ())
+    }
+
     /// A `... json` vtysh command's answer, parsed; the error names the command.
     pub fn vtysh_json(&self, command: &str) -> Result<serde_json::Value, String> {
         let out = self.vtysh(command).map_err(|e| format!("{command}: {e}"))?;
