@@ -10,12 +10,12 @@
 //! MetalLB's own files (`metallb_originals`). The API-server half is
 //! `tests/tests/metallb_compat.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
-use ferrolb_crds::config::{ClusterResources, Config, InputObject, parse_documents};
-use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use common::{Run, ferrolbctl, read, read_data, user_edit};
+use ferrolb_crds::config::Config;
 
 /// What FerroLB makes of a sample.
 #[derive(Debug, Clone, Copy)]
@@ -56,58 +56,7 @@ const SAMPLES: [(&str, Expected); 18] = [
 
 const ORIGINALS_VARIABLE: &str = "FERROLB_METALLB_CONFIGSAMPLES";
 
-fn samples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/metallb-v0.16-configsamples")
-}
-
-/// The edit docs/configuration.md ("Migrating from MetalLB") tells a migrating user to make:
-/// the `metallb.io` API versions become `ferrolb.io/v1beta1`, `metallb-system` becomes
-/// `ferrolb-system`. Nothing else.
-fn user_edit(metallb: &str) -> String {
-    let mut out = String::new();
-    for line in metallb.split_inclusive('\n') {
-        let edited = if line.starts_with("apiVersion: metallb.io/v1beta1")
-            || line.starts_with("apiVersion: metallb.io/v1beta2")
-        {
-            line.replacen("metallb.io/v1beta2", "ferrolb.io/v1beta1", 1)
-                .replacen("metallb.io/v1beta1", "ferrolb.io/v1beta1", 1)
-        } else {
-            line.replacen("namespace: metallb-system", "namespace: ferrolb-system", 1)
-        };
-        out.push_str(&edited);
-    }
-    out
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the built `ferrolbctl` on `text` saved as `name`.
-fn ferrolbctl(command: &str, name: &str, text: &str) -> Run {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ferrolb-configsamples-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("creating a temporary directory");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("writing the sample");
-    let output = Command::new(env!("CARGO_BIN_EXE_ferrolbctl"))
-        .arg(command)
-        .arg(&path)
-        .output()
-        .expect("running ferrolbctl");
-    let _ = std::fs::remove_dir_all(&dir);
-    Run {
-        code: output.status.code().expect("ferrolbctl exited with a code"),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
+const SAMPLES_DIR: &str = "metallb-v0.16-configsamples";
 
 fn check_validate(what: &str, run: &Run, expected: Expected) {
     match expected {
@@ -132,21 +81,6 @@ fn check_validate(what: &str, run: &Run, expected: Expected) {
     }
 }
 
-/// The configuration objects and the passed-through objects of a YAML text.
-fn read(text: &str, what: &str) -> (Vec<InputObject>, Vec<Value>, ClusterResources) {
-    let parsed = parse_documents(text, what).expect("YAML");
-    assert_eq!(parsed.errors, Vec::<String>::new(), "{what}");
-    let objects: Vec<InputObject> = parsed.documents.into_iter().map(|d| d.object).collect();
-    let mut resources = ClusterResources::default();
-    for object in &objects {
-        resources
-            .add(object.clone())
-            .expect("one legacy ConfigMap at most");
-    }
-    let others = parsed.others.into_iter().map(|o| o.value).collect();
-    (objects, others, resources)
-}
-
 /// Every check on one sample; `name` is its file name, `metallb` its text as MetalLB wrote it.
 fn check_sample(name: &str, metallb: &str, expected: Expected) {
     let edited = user_edit(metallb);
@@ -156,16 +90,16 @@ fn check_sample(name: &str, metallb: &str, expected: Expected) {
     );
     check_validate(
         &format!("{name} (edited)"),
-        &ferrolbctl("validate", name, &edited),
+        &ferrolbctl(&["validate"], name, &edited),
         expected,
     );
     check_validate(
         &format!("{name} (as MetalLB wrote it)"),
-        &ferrolbctl("validate", name, metallb),
+        &ferrolbctl(&["validate"], name, metallb),
         expected,
     );
 
-    let migrated = ferrolbctl("migrate", name, metallb);
+    let migrated = ferrolbctl(&["migrate"], name, metallb);
     let expected_code = match expected {
         Valid => 0,
         Refused(_) => 1,
@@ -180,28 +114,22 @@ fn check_sample(name: &str, metallb: &str, expected: Expected) {
         "{name}: migrate left a MetalLB name:\n{}",
         migrated.stdout
     );
-    let (edited_objects, edited_others, edited_resources) = read(&edited, "edited");
-    let (migrated_objects, migrated_others, migrated_resources) =
-        read(&migrated.stdout, "migrated");
+    let from_edit = read(&edited, "edited");
+    let from_migrate = read(&migrated.stdout, "migrated");
     assert_eq!(
-        migrated_objects, edited_objects,
+        from_migrate.objects, from_edit.objects,
         "{name}: migrate wrote other objects than the user's edit:\n{}",
         migrated.stdout
     );
     assert_eq!(
-        migrated_others, edited_others,
+        from_migrate.others, from_edit.others,
         "{name}: passed-through objects"
     );
     assert_eq!(
-        Config::build_with_warnings(&migrated_resources),
-        Config::build_with_warnings(&edited_resources),
+        Config::build_with_warnings(&from_migrate.resources),
+        Config::build_with_warnings(&from_edit.resources),
         "{name}: the two build different configurations"
     );
-}
-
-fn committed_sample(name: &str) -> String {
-    let path = samples_dir().join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 macro_rules! sample_tests {
@@ -214,7 +142,7 @@ macro_rules! sample_tests {
                     .find(|(name, _)| *name == $file)
                     .map(|(_, expected)| *expected)
                     .expect("the sample is in SAMPLES");
-                check_sample($file, &committed_sample($file), expected);
+                check_sample($file, &read_data(SAMPLES_DIR, $file), expected);
             }
         )+
     };
@@ -256,7 +184,7 @@ fn yaml_files(dir: &Path) -> Vec<String> {
 #[test]
 fn every_sample_has_an_expectation() {
     let table: Vec<String> = SAMPLES.iter().map(|(name, _)| name.to_string()).collect();
-    assert_eq!(yaml_files(&samples_dir()), table);
+    assert_eq!(yaml_files(&common::data_dir(SAMPLES_DIR)), table);
 }
 
 /// The edit changes what docs/configuration.md says, and keeps everything else byte for byte.
