@@ -8,7 +8,7 @@
 //!
 //! `FERROLB_METALLB_CONFIGSAMPLES=<metallb checkout>/configsamples` runs the same checks on
 //! MetalLB's own files (`metallb_originals`). The API-server half is
-//! `tests/tests/metallb_compat.rs`.
+//! `tests/tests/manifests.rs` (`check_metallb_configurations`).
 
 mod common;
 

@@ -10,7 +10,7 @@
 //! * the mapping under `configInline:`, on its own, is read as the legacy configuration it is; a
 //!   whole `values.yaml` is not (a FerroLB Helm chart is issue #13).
 //!
-//! The API-server half is `tests/tests/metallb_compat.rs`.
+//! The API-server half is `tests/tests/manifests.rs` (`check_metallb_configurations`).
 
 mod common;
 
