@@ -107,10 +107,11 @@ fn helm_config_inline_block_is_the_legacy_configuration() {
     let run = ferrolbctl(&["validate", "--complete"], "config-inline.yaml", &block);
     assert_eq!((run.code, run.stderr.as_str()), (0, ""));
 
-    // The same as the ConfigMap that MetalLB's chart rendered from it.
+    // The same as the ConfigMap that MetalLB's chart renders from it (`data.config` is
+    // `toYaml .Values.configInline`; the ConfigMap is named after the release, here `metallb`).
     let indented: String = block.lines().map(|line| format!("    {line}\n")).collect();
     let config_map = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  namespace: metallb-system\n  name: config\ndata:\n  config: |\n{indented}"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  namespace: metallb-system\n  name: metallb\ndata:\n  config: |\n{indented}"
     );
     let from_block = ferrolbctl(&["migrate"], "config-inline.yaml", &block);
     let from_config_map = ferrolbctl(&["migrate"], "config.yaml", &config_map);
