@@ -3,7 +3,10 @@
 //! accepted by the real kube-apiserver v1.36 (server-side dry-run against the installed CRDs), the
 //! controller's pod meets the "restricted" Pod Security level, and the RBAC grants each component
 //! what it needs and not more (`kubectl auth can-i` with minted ServiceAccount tokens), and the real
-//! controller does its work with exactly that RBAC.
+//! controller does its work with exactly that RBAC. MetalLB configurations (FerroLB's versions of
+//! v0.16's configsamples, the v0.12 tutorials' ConfigMaps) apply too, as a migrating user edits
+//! them and as `ferrolbctl migrate` converts them (`FERROLB_METALLB_CONFIGSAMPLES` adds MetalLB's
+//! own configsamples directory).
 //!
 //! `FERROLB_BLESS=1 cargo test -p ferrolb-tests --test manifests` rewrites
 //! `config/manifests/ferrolb.yaml`. The API-server tests need the binaries from
@@ -46,6 +49,20 @@ fn require(available: Result<(), String>) -> bool {
             false
         }
     }
+}
+
+/// The built `ferrolbctl`; `None` (the test skips, or fails under CI) when it is not built.
+fn built_ferrolbctl() -> Option<PathBuf> {
+    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
+    let built = if ferrolbctl.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not built (cargo build -p ferrolb-crds; `cargo test --workspace` builds it)",
+            ferrolbctl.display()
+        ))
+    };
+    require(built).then_some(ferrolbctl)
 }
 
 fn workspace(relative: &str) -> PathBuf {
@@ -200,18 +217,9 @@ fn samples_use_documentation_addresses_only() {
 /// (fails instead under CI).
 #[test]
 fn samples_form_one_valid_configuration() {
-    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
-    let built = if ferrolbctl.exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not built (cargo build -p ferrolb-crds; `cargo test --workspace` builds it)",
-            ferrolbctl.display()
-        ))
-    };
-    if !require(built) {
+    let Some(ferrolbctl) = built_ferrolbctl() else {
         return;
-    }
+    };
     let configuration: Vec<PathBuf> = sample_files()
         .into_iter()
         .filter(|path| !path.ends_with("service.yaml"))
@@ -283,6 +291,25 @@ fn warnings(stderr: &str) -> Vec<&str> {
             line.starts_with("Warning:") && !line.contains("last-applied-configuration annotation")
         })
         .collect()
+}
+
+/// `kubectl apply --dry-run=server -f file` succeeds without a warning from the API server.
+fn assert_applies(control_plane: &ControlPlane, file: &Path) {
+    let (stdout, stderr) = admin_kubectl(
+        control_plane,
+        [
+            "apply".as_ref(),
+            "--dry-run=server".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ],
+    );
+    assert!(
+        stdout.contains("(server dry run)"),
+        "{}: {stdout}",
+        file.display()
+    );
+    assert_eq!(warnings(&stderr), Vec::<&str>::new(), "{}", file.display());
 }
 
 /// The objects of `kubectl ... -o json` (one object or a List).
@@ -674,29 +701,11 @@ fn manifests_on_the_real_api_server() {
 
     // Every sample, on its own (each must be applicable alone, after the install).
     for sample in sample_files() {
-        let (stdout, stderr) = admin_kubectl(
-            &control_plane,
-            [
-                "apply".as_ref(),
-                "--dry-run=server".as_ref(),
-                "-f".as_ref(),
-                sample.as_os_str(),
-            ],
-        );
-        assert!(
-            stdout.contains("(server dry run)"),
-            "{}: {stdout}",
-            sample.display()
-        );
-        assert_eq!(
-            warnings(&stderr),
-            Vec::<&str>::new(),
-            "{}",
-            sample.display()
-        );
+        assert_applies(&control_plane, &sample);
     }
 
     check_migrated_legacy_configurations(&control_plane, &run_dir);
+    check_metallb_configurations(&control_plane, &run_dir);
     check_pod_security(&control_plane);
     check_rbac(&control_plane, &run_dir);
     remove_run_dir(&run_dir);
@@ -1034,14 +1043,9 @@ fn remove_run_dir(run_dir: &Path) {
 /// the real API server. (The same-`Config` half of the property is
 /// `crds/tests/config_cases.rs`, `legacy_migration_property`.)
 fn check_migrated_legacy_configurations(control_plane: &ControlPlane, run_dir: &Path) {
-    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
-    if !require(if ferrolbctl.exists() {
-        Ok(())
-    } else {
-        Err(format!("{} is not built", ferrolbctl.display()))
-    }) {
+    let Some(ferrolbctl) = built_ferrolbctl() else {
         return;
-    }
+    };
     let cases = [
         "peers:\n- {peer-address: ' 192.0.2.1 ', peer-asn: 64512, my-asn: 64513, peer-port: 16384, bfd-profile: Fast.BFD}\nbfd-profiles:\n- {name: Fast.BFD, receive-interval: 100}\n",
         "address-pools:\n- name: My_Pool\n  protocol: bgp\n  addresses: [' 203.0.113.0/28 ']\n  bgp-advertisements:\n  - {aggregation-length: 28, communities: [lab], localpref: 100}\n  - {}\nbgp-communities: {lab: '64513:100'}\n",
@@ -1062,16 +1066,116 @@ fn check_migrated_legacy_configurations(control_plane: &ControlPlane, run_dir: &
         migrate.arg("migrate").arg(&source);
         let migrated = run_dir.join(format!("legacy-{i}-migrated.yaml"));
         fs::write(&migrated, stdout_of(migrate)).expect("writing the migrated CRs");
-        let (stdout, stderr) = admin_kubectl(
-            control_plane,
-            [
-                "apply".as_ref(),
-                "--dry-run=server".as_ref(),
-                "-f".as_ref(),
-                migrated.as_os_str(),
-            ],
-        );
-        assert!(stdout.contains("(server dry run)"), "case {i}: {stdout}");
-        assert_eq!(warnings(&stderr), Vec::<&str>::new(), "case {i}");
+        assert_applies(control_plane, &migrated);
     }
+}
+
+/// FerroLB's versions of MetalLB v0.16's `configsamples/` (README there).
+const METALLB_SAMPLES_DIR: &str = "tests/data/metallb-v0.16-configsamples";
+/// The legacy ConfigMaps of MetalLB's v0.12 documentation and the tutorials.
+const METALLB_TUTORIALS_DIR: &str = "tests/data/metallb-tutorials";
+/// A directory of MetalLB's own `configsamples/`, checked too when set.
+const METALLB_ORIGINALS_VARIABLE: &str = "FERROLB_METALLB_CONFIGSAMPLES";
+/// The one sample FerroLB refuses (`vrf`: the speaker peers in the default VRF only), so
+/// `ferrolbctl migrate` exits 1 for it; the API server stores it all the same (the CRD keeps the
+/// field, so that the refusal comes from FerroLB with its reason).
+const REFUSED_BY_FERROLB: &str = "bgppeer_with_vrf.yaml";
+
+/// The edit docs/configuration.md ("Migrating from MetalLB") tells a migrating user to make, as
+/// `crds/tests/common` makes it: `metallb.io` API versions become `ferrolb.io/v1beta1`,
+/// `metallb-system` becomes `ferrolb-system`.
+fn migrating_user_edit(metallb: &str) -> String {
+    metallb
+        .split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with("apiVersion: metallb.io/v1beta1")
+                || line.starts_with("apiVersion: metallb.io/v1beta2")
+            {
+                line.replacen("metallb.io/v1beta2", "ferrolb.io/v1beta1", 1)
+                    .replacen("metallb.io/v1beta1", "ferrolb.io/v1beta1", 1)
+            } else {
+                line.replacen("namespace: metallb-system", "namespace: ferrolb-system", 1)
+            }
+        })
+        .collect()
+}
+
+/// The `*.yaml` files of `dir` accepted by `keep`, sorted.
+fn yaml_files_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.ends_with(".yaml") && keep(name))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// MetalLB configurations on the real API server: each of MetalLB v0.16's configsamples (ours,
+/// and MetalLB's own when `FERROLB_METALLB_CONFIGSAMPLES` names them) and each tutorial ConfigMap,
+/// after the documented edit (CRs in ferrolb.io/v1beta1 and ferrolb-system, the ConfigMap copied
+/// to ferrolb-system), and what `ferrolbctl migrate` makes of the MetalLB file, apply with
+/// `--dry-run=server` and no warning. (validate and the same-objects half are
+/// `crds/tests/metallb_configsamples.rs` and `metallb_tutorials.rs`.)
+fn check_metallb_configurations(control_plane: &ControlPlane, run_dir: &Path) {
+    let Some(ferrolbctl) = built_ferrolbctl() else {
+        return;
+    };
+    let mut files = yaml_files_in(&workspace(METALLB_SAMPLES_DIR), |_| true);
+    assert_eq!(files.len(), 18, "MetalLB v0.16 has 18 configsamples");
+    files.extend(yaml_files_in(&workspace(METALLB_TUTORIALS_DIR), |name| {
+        name.ends_with("-configmap.yaml")
+    }));
+    match std::env::var_os(METALLB_ORIGINALS_VARIABLE) {
+        Some(dir) => files.extend(yaml_files_in(Path::new(&dir), |_| true)),
+        None => {
+            eprintln!("SKIP: MetalLB's own configsamples ({METALLB_ORIGINALS_VARIABLE} is not set)")
+        }
+    }
+    let checked_dir = run_dir.join("metallb");
+    fs::create_dir_all(&checked_dir).expect("creating the MetalLB check directory");
+    for (i, file) in files.iter().enumerate() {
+        let name = file
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        let metallb = fs::read_to_string(file).expect("reading a MetalLB configuration");
+        let edited = checked_dir.join(format!("{i}-edited-{name}"));
+        fs::write(&edited, migrating_user_edit(&metallb)).expect("writing the edited file");
+        assert_applies(control_plane, &edited);
+
+        let mut migrate = Command::new(&ferrolbctl);
+        migrate.arg("migrate").arg(file);
+        let migrated = output(migrate);
+        if name == REFUSED_BY_FERROLB {
+            assert_eq!(migrated.status.code(), Some(1), "{}", file.display());
+            continue;
+        }
+        assert!(
+            migrated.status.success(),
+            "ferrolbctl migrate {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+        let migrated_file = checked_dir.join(format!("{i}-migrated-{name}"));
+        fs::write(&migrated_file, &migrated.stdout).expect("writing the migrated file");
+        assert_applies(control_plane, &migrated_file);
+    }
+    eprintln!(
+        "{} MetalLB configurations applied as edited and as migrated",
+        files.len()
+    );
+}
+
+#[test]
+fn migrating_user_edit_changes_api_version_and_namespace_only() {
+    let metallb = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: p\n  namespace: metallb-system  \n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\n---\napiVersion: apps/v1\n";
+    assert_eq!(
+        migrating_user_edit(metallb),
+        "apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata:\n  name: p\n  namespace: ferrolb-system  \n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\n---\napiVersion: apps/v1\n"
+    );
 }
