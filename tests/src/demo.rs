@@ -6,7 +6,7 @@
 //!   `client`, on the node LAN, to the IPs FerroLB assigned and announces;
 //! - BGP: a second pool (`autoAssign: false`, from 203.0.113.128/25 and 2001:db8:ee::/64), a
 //!   BGPAdvertisement with community 64513:100, two BGPPeers (the lab router's IPv4 and IPv6
-//!   addresses) and a second Service `default/demo-bgp` that asks for that pool; the router's
+//!   addresses) with a BFDProfile (100 ms × 3, as the router's) and a second Service `default/demo-bgp` that asks for that pool; the router's
 //!   kernel route with one next hop per node, and `curl` from `ext`, beyond the router.
 //!
 //! There is no kube-proxy in the lab, so the demo does its job on each node: the Service IPs go
@@ -73,14 +73,19 @@ spec:
   communities: [\"{DEMO_COMMUNITY}\"]
 ---
 apiVersion: ferrolb.io/v1beta1
+kind: BFDProfile
+metadata: {{name: demo-bfd, namespace: {FERROLB_NAMESPACE}}}
+spec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}
+---
+apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {{name: router-v4, namespace: {FERROLB_NAMESPACE}}}
-spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V4}\"}}
+spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V4}\", bfdProfile: demo-bfd}}
 ---
 apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {{name: router-v6, namespace: {FERROLB_NAMESPACE}}}
-spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V6}\"}}
+spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V6}\", bfdProfile: demo-bfd}}
 ",
         DEMO_POOL[0], DEMO_POOL[1], DEMO_BGP_POOL[0], DEMO_BGP_POOL[1]
     );
