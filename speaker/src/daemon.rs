@@ -216,7 +216,9 @@ pub async fn run(
         info!("stopping: leaving the membership, then withdrawing every announcement");
         liveness.leave(LEAVE_DEADLINE).await;
         decisions.layer2.withdraw_all();
-        decisions.bgp.withdraw_all();
+        // BGP sessions with graceful restart end without a NOTIFICATION: the routers keep
+        // the routes through the restart (RFC 4724).
+        decisions.bgp.shut_down();
     } else {
         liveness.leave(LEAVE_DEADLINE).await;
     }

@@ -740,3 +740,151 @@ fn e2e_bgp_bfd_with_frr() {
     });
     wait_paths(&router, &p4, &NODES);
 }
+
+/// The BGPPeer of the graceful-restart test (`enableGracefulRestart` as given; the field is
+/// immutable, so each phase has its own name), with the BFDProfile `fast`: a planned stop
+/// sends BFD AdminDown, which must not take the session down at the router.
+fn gr_config(name: &str, graceful_restart: bool) -> String {
+    format!(
+        "{POOL_AND_ADVERTISEMENT}apiVersion: ferrolb.io/v1beta1
+kind: BFDProfile
+metadata: {{name: fast, namespace: ferrolb-system}}
+spec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {{name: {name}, namespace: ferrolb-system}}
+spec: {{myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, bfdProfile: fast, enableGracefulRestart: {graceful_restart}}}
+"
+    )
+}
+
+/// `ping` from `ext` to `ip` every 10 ms for `seconds` (a count, not `-w`: with a deadline,
+/// iputils ping exits at the first ICMP error, such as the router's "net unreachable").
+fn ping_from_ext(ext: &str, ip: &str, seconds: u32) -> std::process::Child {
+    netns::exec(ext, "ping")
+        .args([
+            "-q",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-c",
+            &(seconds * 100).to_string(),
+            ip,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping")
+}
+
+/// (sent, received) from ping's summary.
+fn ping_result(child: std::process::Child) -> (u64, u64) {
+    let out = child.wait_with_output().expect("ping output");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping said: {text}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// node1's speaker restarted (SIGTERM, then started again) while `ext` pings the Service IP
+/// every 10 ms. The Service has its only endpoint on node1 (ETP Local), so only node1 announces
+/// it and the router has no other path. Returns the lost replies and how often the router's
+/// kernel table was seen without the route (polled every 20 ms).
+fn restart_node1_under_ping(lab: &mut TestLab, probe_ip: &str, p4: &str) -> (u64, u64) {
+    let ext = lab.netlab().topology.ext_ns();
+    let router_ns = lab.netlab().topology.router_ns();
+    let ping = ping_from_ext(&ext, probe_ip, 12);
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = L2Probe::new(lab).speaker_pid("node1");
+    L2Probe::new(lab).signal_speaker("node1", "-TERM");
+    let mut missing = 0;
+    let stopped = Instant::now();
+    while ferrolb_tests::process::is_alive(pid) {
+        assert!(stopped.elapsed() < DEADLINE, "node1's speaker did not stop");
+        missing += u64::from(
+            netns::ip(&router_ns, &["route", "show", p4])
+                .unwrap_or_default()
+                .trim()
+                .is_empty(),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.up_again().unwrap();
+    let restarted = Instant::now();
+    // Until the new speaker's session is up and its route replaced the stale one.
+    let router = lab.netlab().router();
+    loop {
+        missing += u64::from(
+            netns::ip(&router_ns, &["route", "show", p4])
+                .unwrap_or_default()
+                .trim()
+                .is_empty(),
+        );
+        let fresh = bgp_paths(&router, p4)
+            .is_ok_and(|(hops, table)| !hops.is_empty() && table["paths"][0]["stale"] != true);
+        if fresh {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < DEADLINE,
+            "no fresh route after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (sent, received) = ping_result(ping);
+    eprintln!("ping from ext every 10 ms: {sent} sent, {received} received");
+    (sent - received, missing)
+}
+
+/// Graceful restart (RFC 4724) with FRR as the helper (`bgp graceful-restart`): node1's speaker
+/// restarted with `enableGracefulRestart: true` loses no ping reply from `ext`, and the route
+/// never leaves the router's kernel table (the old speaker closes without a NOTIFICATION and
+/// sends BFD AdminDown; FRR keeps the route stale until the new speaker's table and
+/// End-of-RIB). The same restart without graceful restart (Cease): the loss is printed.
+#[test]
+fn e2e_bgp_graceful_restart_keeps_traffic() {
+    let test = "e2e_bgp_graceful_restart_keeps_traffic";
+    let Some(mut lab) = TestLab::start(test, 3).unwrap() else {
+        return;
+    };
+    let probe = L2Probe::new(&lab);
+    let router = lab.netlab().router();
+    configure_router(
+        &router,
+        &["bgp log-neighbor-changes", "bgp graceful-restart"],
+    );
+    probe.apply("bgp-config", &gr_config("router-gr", true));
+    probe.apply("svc", &service(true, &["node1"]));
+    let (v4, _) = probe.service_ips("web", ASSIGN_TIMEOUT);
+    let p4 = format!("{v4}/32");
+    wait_paths(&router, &p4, &["node1"]);
+    let node1 = lab.netlab().topology.ns("node1");
+    ferrolb_tests::demo::bind_service_ips_on_lo(&node1, &[v4.to_string()]).unwrap();
+    let neighbor = vtysh_json(&router, "show bgp neighbors 192.0.2.11 json").unwrap();
+    eprintln!(
+        "FRR's view of node1's graceful restart: {}",
+        neighbor["192.0.2.11"]["gracefulRestartInfo"]
+    );
+
+    let (lost, missing) = restart_node1_under_ping(&mut lab, &v4.to_string(), &p4);
+    eprintln!("with graceful restart: {lost} replies lost, route missing in {missing} polls");
+    assert_eq!(lost, 0, "replies lost across a graceful restart");
+    assert_eq!(missing, 0, "the route left the router's kernel table");
+
+    // Without graceful restart: the old speaker's Cease withdraws the route.
+    let probe = L2Probe::new(&lab);
+    probe.kubectl(&["delete", "bgppeer", "-n", "ferrolb-system", "router-gr"]);
+    probe.apply("bgp-config-nogr", &gr_config("router-plain", false));
+    wait_paths(&router, &p4, &["node1"]);
+    let (lost, missing) = restart_node1_under_ping(&mut lab, &v4.to_string(), &p4);
+    eprintln!(
+        "without graceful restart: {lost} replies lost (10 ms apart), route missing in {missing} polls"
+    );
+}

@@ -41,6 +41,8 @@ use super::session::{self, Md5Key, PeerConfig, Route, RouteSet, SessionStatus};
 use crate::bfd;
 use crate::layer2::interfaces::HostIface;
 use crate::view::ServiceKey;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the announcer needs to know besides the plan, refreshed by the decision loop before
 /// every `converge`.
@@ -85,6 +87,8 @@ struct Running {
     routes: watch::Sender<RouteSet>,
     status: watch::Receiver<SessionStatus>,
     cancel: CancellationToken,
+    /// Set before `cancel` when the speaker stops (see [`Announcer::shut_down`]).
+    graceful_stop: Arc<AtomicBool>,
     last_state: State,
 }
 
@@ -105,6 +109,15 @@ pub struct Announcer {
     generation: u64,
     /// The BFD sessions, created with the first BGPPeer that has a `bfdProfile`.
     bfd: Option<bfd::Sessions>,
+}
+
+impl Drop for Announcer {
+    /// Sessions not stopped yet end with a Cease (their tokens are their own).
+    fn drop(&mut self) {
+        for running in self.sessions.values() {
+            running.cancel.cancel();
+        }
+    }
 }
 
 impl std::fmt::Debug for Announcer {
@@ -129,7 +142,8 @@ impl Default for Announcer {
 }
 
 impl Announcer {
-    /// Sessions run on `tracker` and stop with `cancel` (each on a child token of it).
+    /// Sessions run on `tracker`; they stop through [`Self::shut_down`], `withdraw_all`, a
+    /// changed configuration or dropping the announcer. `cancel` stops the BFD receive tasks.
     pub fn new(
         node: String,
         host_ip: Option<IpAddr>,
@@ -378,6 +392,20 @@ impl Announcer {
         }
     }
 
+    /// The speaker stops (SIGTERM): every session ends, and those with graceful restart
+    /// negotiated end without a NOTIFICATION, so the routers keep our routes until the
+    /// restarted speaker sends them again (RFC 4724). The others get a Cease, as in
+    /// [`withdraw_all`](crate::announcer::Announcer::withdraw_all).
+    pub fn shut_down(&mut self) {
+        for running in self.sessions.values() {
+            running.graceful_stop.store(true, Ordering::SeqCst);
+        }
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        for name in names {
+            self.stop(&name);
+        }
+    }
+
     fn stop(&mut self, name: &str) -> Option<Change> {
         let running = self.sessions.remove(name)?;
         running.cancel.cancel();
@@ -581,7 +609,10 @@ impl crate::announcer::Announcer for Announcer {
             let prefixes = routes.len();
             let (routes_tx, routes_rx) = watch::channel(routes);
             let (status_tx, status_rx) = watch::channel(SessionStatus::new(config.address));
-            let cancel = self.cancel.child_token();
+            // Not a child of the speaker's token: SIGTERM cancels that at once, and a session
+            // must end through `stop` or `shut_down`, which says whether it ends gracefully
+            // (graceful restart) or with a Cease. Dropping the announcer stops them all.
+            let cancel = CancellationToken::new();
             info!(
                 peer = %name, address = %config.address, router_id = %config.session.router_id,
                 families = ?config.session.families, md5 = config.md5_key.is_some(), prefixes,
@@ -599,12 +630,16 @@ impl crate::announcer::Announcer for Announcer {
             let bfd_status = bfd_settings
                 .clone()
                 .and_then(|settings| self.start_bfd(settings, &cancel));
+            let graceful_stop = Arc::new(AtomicBool::new(false));
             self.tracker.spawn(session::run_with_bfd(
                 config.clone(),
                 routes_rx,
                 bfd_status,
                 status_tx,
-                cancel.clone(),
+                session::Stop {
+                    cancel: cancel.clone(),
+                    graceful: graceful_stop.clone(),
+                },
             ));
             self.sessions.insert(
                 name.clone(),
@@ -614,6 +649,7 @@ impl crate::announcer::Announcer for Announcer {
                     routes: routes_tx,
                     status: status_rx,
                     cancel,
+                    graceful_stop,
                     last_state: State::Idle,
                 },
             );

@@ -84,6 +84,11 @@ pub enum Event {
     ManualStart,
     /// Event 2 ManualStop: the peer was removed, or the speaker stops.
     ManualStop,
+    /// The speaker stops to restart (SIGTERM: an upgrade, a rollout). With graceful restart
+    /// negotiated on both sides the connection is closed without a NOTIFICATION (RFC 4724
+    /// §4: the peer keeps our routes, marked stale, for our restart time, and the restarted
+    /// speaker's table and End-of-RIB replace them); otherwise this is [`Event::ManualStop`].
+    GracefulStop,
     /// Events 9 ConnectRetryTimer_Expires, 10 HoldTimer_Expires, 11 KeepaliveTimer_Expires,
     /// 13 IdleHoldTimer_Expires (then Event 3 AutomaticStart).
     TimerExpired(Timer),
@@ -256,7 +261,7 @@ pub struct LocalGracefulRestart {
     /// How long the peer should keep our routes after our session drops.
     pub restart_time: Duration,
     /// Whether our forwarding state survives a restart of the speaker (the F bit). The
-    /// forwarding is the kernel's and kube-proxy's, so it does, once we implement restarts.
+    /// forwarding is the kernel's and kube-proxy's, so it does.
     pub forwarding_preserved: bool,
 }
 
@@ -312,7 +317,10 @@ impl SessionConfig {
                 .enable_graceful_restart
                 .then_some(LocalGracefulRestart {
                     restart_time: Duration::from_secs(120),
-                    forwarding_preserved: false,
+                    // The forwarding is the nodes' (the Service IPs, kube-proxy), which a
+                    // speaker restart leaves alone. Without the F bit the peer would drop our
+                    // stale routes as soon as the new session opens (RFC 4724 §4.2).
+                    forwarding_preserved: true,
                 }),
             backoff: Backoff::default(),
         }
@@ -540,16 +548,16 @@ impl Session {
                 self.stopped = true;
                 actions.push(Action::StopTimer(Timer::IdleHold));
             }
-            (_, Event::ManualStop) => {
+            (_, Event::ManualStop) => self.manual_stop(now, &mut actions),
+            (State::Idle, Event::GracefulStop) => {
                 self.stopped = true;
-                let connected = self.connected();
-                if connected {
-                    actions.push(Action::SendNotification(Notification::cease(
-                        cease_subcode::ADMINISTRATIVE_SHUTDOWN,
-                    )));
-                }
+                actions.push(Action::StopTimer(Timer::IdleHold));
+            }
+            (State::Established, Event::GracefulStop) if self.graceful_restart_negotiated() => {
+                self.stopped = true;
                 self.go_idle(DownReason::Stopped, now, &mut actions);
             }
+            (_, Event::GracefulStop) => self.manual_stop(now, &mut actions),
 
             (State::Idle, Event::ManualStart) => {
                 self.stopped = false;
@@ -854,6 +862,26 @@ impl Session {
 
     /// Back to Idle: stop the timers, close, report, and schedule the automatic restart
     /// after the back-off unless stopped.
+    /// ManualStop anywhere but Idle: Cease / Administrative Shutdown, close, no restart.
+    fn manual_stop(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.stopped = true;
+        if self.connected() {
+            actions.push(Action::SendNotification(Notification::cease(
+                cease_subcode::ADMINISTRATIVE_SHUTDOWN,
+            )));
+        }
+        self.go_idle(DownReason::Stopped, now, actions);
+    }
+
+    /// Both OPENs carried the graceful restart capability (RFC 4724 §3).
+    fn graceful_restart_negotiated(&self) -> bool {
+        self.graceful_restart.local.is_some()
+            && self
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.peer_graceful_restart.is_some())
+    }
+
     fn go_idle(&mut self, reason: DownReason, now: Instant, actions: &mut Vec<Action>) {
         let was_established = self.state == State::Established;
         for timer in [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive] {
@@ -1584,6 +1612,45 @@ mod tests {
             replay.session.graceful_restart().peer_keeps_routes_until,
             Some(down_at + Duration::from_secs(90))
         );
+    }
+
+    /// A graceful stop (the speaker restarting) closes without a NOTIFICATION only when both
+    /// sides advertised graceful restart; otherwise it is a ManualStop's Cease.
+    #[test]
+    fn graceful_stop_closes_silently_only_with_graceful_restart() {
+        let local = LocalGracefulRestart {
+            restart_time: Duration::from_secs(120),
+            forwarding_preserved: true,
+        };
+        let with_gr = SessionConfig {
+            graceful_restart: Some(local),
+            ..config()
+        };
+        let mut gr_open = peer_open(64500, 90);
+        gr_open.capabilities.graceful_restart = Some(GracefulRestart {
+            restart_time: 120,
+            restarting: false,
+            families: vec![(Family::Ipv4Unicast, false)],
+        });
+
+        let mut both = Replay::new(with_gr.clone());
+        both.establish(gr_open.clone());
+        let stop = both.feed(Event::GracefulStop);
+        assert_eq!(sent(&stop), None, "no NOTIFICATION: {stop:?}");
+        assert!(stop.contains(&Action::CloseConnection));
+        assert_eq!(idle_hold(&stop), None, "stopped, no restart");
+        assert_eq!(both.session.state(), State::Idle);
+
+        // The peer without the capability, or ours off: Cease.
+        for (config, open) in [(with_gr, peer_open(64500, 90)), (config(), gr_open)] {
+            let mut replay = Replay::new(config);
+            replay.establish(open);
+            let stop = replay.feed(Event::GracefulStop);
+            assert_eq!(
+                sent(&stop),
+                Some(&Notification::cease(cease_subcode::ADMINISTRATIVE_SHUTDOWN))
+            );
+        }
     }
 
     #[test]

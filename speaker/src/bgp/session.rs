@@ -39,6 +39,8 @@ use super::codec::{
 };
 use super::fsm::{self, Action, Direction, Event, Negotiated, SessionConfig, State, Timer};
 use crate::bfd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How long writing one batch of messages may take before the connection counts as failed
 /// (the peer stopped reading).
@@ -243,7 +245,20 @@ pub async fn run(
     status: watch::Sender<SessionStatus>,
     cancel: CancellationToken,
 ) {
-    run_with_bfd(config, routes, None, status, cancel).await;
+    let stop = Stop {
+        cancel,
+        graceful: Arc::new(AtomicBool::new(false)),
+    };
+    run_with_bfd(config, routes, None, status, stop).await;
+}
+
+/// How a session task is stopped: `cancel`, and whether that is the speaker stopping to
+/// restart (`graceful` set first: with graceful restart negotiated the connection closes
+/// without a NOTIFICATION, [`fsm::Event::GracefulStop`]) or the peer going away (Cease).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub cancel: CancellationToken,
+    pub graceful: Arc<AtomicBool>,
 }
 
 /// [`run`], bound to a BFD session. A BFD failure tears the session down at once and holds it
@@ -254,10 +269,11 @@ pub async fn run_with_bfd(
     routes: watch::Receiver<RouteSet>,
     bfd: Option<watch::Receiver<bfd::Status>>,
     status: watch::Sender<SessionStatus>,
-    cancel: CancellationToken,
+    stop: Stop,
 ) {
     let span = info_span!("bgp_peer", peer = %config.address);
-    let mut task = Task::new(config, routes, status, cancel);
+    let mut task = Task::new(config, routes, status, stop.cancel);
+    task.graceful_stop = stop.graceful;
     task.bfd_seen = bfd.as_ref().map(|bfd| *bfd.borrow()).unwrap_or_default();
     task.bfd = bfd;
     task.run().instrument(span).await;
@@ -285,6 +301,8 @@ struct Task {
     told_unsendable: bool,
     sent_messages: MessageCounts,
     received_messages: MessageCounts,
+    /// Set before `cancel` when the speaker stops to restart.
+    graceful_stop: Arc<AtomicBool>,
     /// The bound BFD session, if any, and what it said last.
     bfd: Option<watch::Receiver<bfd::Status>>,
     bfd_seen: bfd::Status,
@@ -363,6 +381,7 @@ impl Task {
             told_unsendable: false,
             sent_messages: MessageCounts::default(),
             received_messages: MessageCounts::default(),
+            graceful_stop: Arc::new(AtomicBool::new(false)),
             bfd: None,
             bfd_seen: bfd::Status::default(),
         }
@@ -399,7 +418,12 @@ impl Task {
             };
             match input {
                 Input::Cancelled => {
-                    self.feed(Event::ManualStop).await;
+                    let event = if self.graceful_stop.load(Ordering::SeqCst) {
+                        Event::GracefulStop
+                    } else {
+                        Event::ManualStop
+                    };
+                    self.feed(event).await;
                     info!("BGP session task stopped");
                     return;
                 }
@@ -1308,7 +1332,10 @@ mod tests {
             routes_rx,
             Some(bfd_rx),
             status_tx,
-            cancel.clone(),
+            Stop {
+                cancel: cancel.clone(),
+                graceful: Arc::new(AtomicBool::new(false)),
+            },
         ));
         let peer_open = codec::encode(&codec::open(&LocalOpen {
             asn: 64512,
