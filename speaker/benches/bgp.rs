@@ -1190,7 +1190,21 @@ impl Report {
             values[rank - 1]
         };
         let ratio = |ours: f64, theirs: f64| ours / theirs;
-        println!("\n| what | FerroLB | GoBGP | FerroLB / GoBGP |\n| --- | ---: | ---: | ---: |");
+        let compared = [
+            "transfer",
+            "three_sessions",
+            "service_to_route",
+            "service_withdraw",
+        ];
+        if self
+            .samples
+            .iter()
+            .any(|s| compared.iter().any(|row| s["row"] == *row))
+        {
+            println!(
+                "\n| what | FerroLB | GoBGP | FerroLB / GoBGP |\n| --- | ---: | ---: | ---: |"
+            );
+        }
         let row = |label: &str, row: &str, field: &str, q: f64| {
             let (ours, theirs) = (
                 self.values(row, "ferrolb", field),
