@@ -383,6 +383,13 @@ impl Gobgpd {
         Ok(ferrolb_tests::cmd::stdout(gobgp)?)
     }
 
+    /// Adds the routes of an MRT file from [`write_mrt`] to gobgpd's table.
+    fn inject(&self, mrt: &Path) -> anyhow::Result<()> {
+        let file = mrt.display().to_string();
+        self.cli(&["mrt", "inject", "--no-ipv4", "global", &file])?;
+        Ok(())
+    }
+
     /// Destinations in the IPv6 unicast table (`Destination: N, Path: M`).
     fn v6_destinations(&self) -> usize {
         self.cli(&["global", "rib", "-a", "ipv6", "summary"])
@@ -618,13 +625,7 @@ fn table_transfer(
             &node1,
             &gobgp_global(NODE_ASN, node1_v4, None),
         )?;
-        gobgpd.cli(&[
-            "mrt",
-            "inject",
-            "--no-ipv4",
-            "global",
-            &mrt.display().to_string(),
-        ])?;
+        gobgpd.inject(&mrt)?;
         wait_for(
             "gobgpd: the injected table",
             || (gobgpd.v6_destinations() == routes).then_some(()),
@@ -799,26 +800,12 @@ fn three_sessions(lab: &TestLab, routes: usize, report: &mut Report) -> anyhow::
         node1_v4,
         Some(community_value(REANNOUNCE_COMMUNITY)),
     )?;
-    gobgpd.cli(&[
-        "mrt",
-        "inject",
-        "--no-ipv4",
-        "global",
-        &mrt.display().to_string(),
-    ])?;
+    gobgpd.inject(&mrt)?;
     all_have_routes(routes)?;
     measure(
         "gobgp",
         gobgpd.pid,
-        &|| {
-            gobgpd.cli(&[
-                "mrt",
-                "inject",
-                "global",
-                &mrt_community.display().to_string(),
-            ])?;
-            Ok(())
-        },
+        &|| gobgpd.inject(&mrt_community),
         report,
     )?;
     Ok(())
@@ -1051,14 +1038,10 @@ fn kernel_next_hops(router_ns: &str, ip: Ipv4Addr) -> BTreeSet<Ipv4Addr> {
 
 fn bfd_config(with_bfd: bool) -> String {
     let bfd = if with_bfd { ", bfdProfile: fast" } else { "" };
+    let profile = ferrolb_tests::netlab::router::bfd_profile_manifest("fast");
     format!(
         "{SERVICE_CONFIG_POOL}---
-apiVersion: ferrolb.io/v1beta1
-kind: BFDProfile
-metadata: {{name: fast, namespace: ferrolb-system}}
-spec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}
----
-apiVersion: ferrolb.io/v1beta1
+{profile}apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {{name: router, namespace: ferrolb-system}}
 spec: {{myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, holdTime: 90s{bfd}}}

@@ -23,6 +23,11 @@
 //! `ext`, outside the router, reaches the Service IP through it; a deleted Service's route
 //! leaves the router (the time is printed: 127 ms when it was written, target < 1 s).
 //!
+//! `e2e_bgp_bfd_with_frr`: BFD with the lab router's bfdd on both BGPPeers (up, hostile
+//! datagrams dropped and counted, a cut-off node's path gone long before a 90 s hold timer).
+//! `e2e_bgp_graceful_restart_keeps_traffic`: a speaker restarted with graceful restart loses
+//! no ping reply; without it, the loss is printed.
+//!
 //! Run: `cargo build -p ferrolb-speaker -p ferrolb-controller && cargo test -p ferrolb-speaker
 //! --test e2e_bgp -- --nocapture`
 
@@ -576,13 +581,11 @@ fn e2e_bgp_legacy_configmap() {
     assert_eq!(names.len(), 1, "{sessions:?}");
 }
 
-/// The BFDProfile of the BFD test: 100 ms × 3, as the lab router's own profile.
-const BFD_CONFIG: &str = "apiVersion: ferrolb.io/v1beta1
-kind: BFDProfile
-metadata: {name: fast, namespace: ferrolb-system}
-spec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}
----
-apiVersion: ferrolb.io/v1beta1
+/// The BFD test's configuration: the BFDProfile `fast` (the lab router's timers) on both
+/// BGPPeers, with a 90 s hold time.
+fn bfd_config() -> String {
+    ferrolb_tests::netlab::router::bfd_profile_manifest("fast")
+        + "apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {name: router-v4, namespace: ferrolb-system}
 spec: {myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, holdTime: 90s, bfdProfile: fast}
@@ -591,7 +594,8 @@ apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {name: router-v6, namespace: ferrolb-system}
 spec: {myASN: 64513, peerASN: 64512, peerAddress: \"2001:db8:2::1\", holdTime: 90s, bfdProfile: fast}
-";
+"
+}
 
 /// FRR's BFD peers (`show bfd peers json`) that are up, by peer address.
 fn frr_bfd_up(router: &Router) -> Result<BTreeSet<IpAddr>, String> {
@@ -654,7 +658,7 @@ fn e2e_bgp_bfd_with_frr() {
     );
     probe.apply(
         "bgp-config",
-        &(POOL_AND_ADVERTISEMENT.to_string() + BFD_CONFIG),
+        &(POOL_AND_ADVERTISEMENT.to_string() + &bfd_config()),
     );
     probe.apply("svc", &service(false, &NODES));
     let (v4, _) = probe.service_ips("web", ASSIGN_TIMEOUT);
@@ -745,13 +749,9 @@ fn e2e_bgp_bfd_with_frr() {
 /// immutable, so each phase has its own name), with the BFDProfile `fast`: a planned stop
 /// sends BFD AdminDown, which must not take the session down at the router.
 fn gr_config(name: &str, graceful_restart: bool) -> String {
+    let profile = ferrolb_tests::netlab::router::bfd_profile_manifest("fast");
     format!(
-        "{POOL_AND_ADVERTISEMENT}apiVersion: ferrolb.io/v1beta1
-kind: BFDProfile
-metadata: {{name: fast, namespace: ferrolb-system}}
-spec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}
----
-apiVersion: ferrolb.io/v1beta1
+        "{POOL_AND_ADVERTISEMENT}{profile}apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {{name: {name}, namespace: ferrolb-system}}
 spec: {{myASN: 64513, peerASN: 64512, peerAddress: 192.0.2.1, bfdProfile: fast, enableGracefulRestart: {graceful_restart}}}

@@ -1145,6 +1145,15 @@ mod tests {
             }
         }
 
+        /// The next NOTIFICATION, skipping everything else.
+        async fn next_notification(&mut self) -> codec::Notification {
+            loop {
+                if let Message::Notification(n) = self.next().await {
+                    return n;
+                }
+            }
+        }
+
         async fn send(&mut self, bytes: &[u8]) {
             self.stream.write_all(bytes).await.unwrap();
         }
@@ -1297,12 +1306,7 @@ mod tests {
 
         // Cancel: Cease, Administrative Shutdown, then the connection closes.
         cancel.cancel();
-        let cease = loop {
-            match peer.next().await {
-                Message::Notification(n) => break n,
-                _ => continue,
-            }
-        };
+        let cease = peer.next_notification().await;
         assert_eq!(
             cease,
             codec::Notification::cease(cease_subcode::ADMINISTRATIVE_SHUTDOWN)
@@ -1365,12 +1369,7 @@ mod tests {
             failures: 1,
             ..bfd::Status::default()
         });
-        let notification = loop {
-            match peer.next().await {
-                Message::Notification(n) => break n,
-                _ => continue,
-            }
-        };
+        let notification = peer.next_notification().await;
         assert_eq!(
             notification,
             codec::Notification::cease(cease_subcode::BFD_DOWN)
