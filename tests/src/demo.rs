@@ -540,7 +540,9 @@ mod tests {
             "2001:db8:2::11".to_string(),
         )];
         let yaml = manifest(&nodes);
-        assert_eq!(yaml.matches("\n---\n").count(), 11, "{yaml}");
+        assert_eq!(yaml.matches("\n---\n").count(), 12, "{yaml}");
+        assert!(yaml.contains("kind: BFDProfile"));
+        assert_eq!(yaml.matches("bfdProfile: demo-bfd").count(), 2, "{yaml}");
         assert!(yaml.contains(
             "addresses: [\"192.0.2.100-192.0.2.109\", \"2001:db8:2::100-2001:db8:2::109\"]"
         ));
