@@ -37,6 +37,12 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
+/// A membership state transition: `up`, `down`, `restarted`, `rejoined`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub transition: String,
+}
+
 /// One BGP session: the BGPPeer's name.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -84,6 +90,8 @@ pub struct Metrics {
     pub membership_datagrams_rejected: Family<RejectLabels, Counter>,
     /// Authenticated datagrams the protocol refused.
     pub membership_protocol_errors: Counter,
+    /// Membership state transitions this node saw, by kind.
+    pub membership_transitions: Family<TransitionLabels, Counter>,
     /// 1 while this node's session with the peer is Established.
     pub bgp_session_up: Family<PeerLabels, Gauge>,
     /// Prefixes the peer has from this node.
@@ -187,6 +195,11 @@ impl Metrics {
             metrics.membership_protocol_errors.clone(),
         );
         registry.register(
+            "membership_transitions",
+            "Membership state transitions seen by this node: up, down, restarted, rejoined",
+            metrics.membership_transitions.clone(),
+        );
+        registry.register(
             "bgp_session_up",
             "1 while this node's BGP session with the peer is Established",
             metrics.bgp_session_up.clone(),
@@ -280,6 +293,22 @@ impl Metrics {
                 now,
             );
         }
+        for (transition, before, now) in [
+            ("up", before.members_up, now.members_up),
+            ("down", before.members_down, now.members_down),
+            ("restarted", before.members_restarted, now.members_restarted),
+            ("rejoined", before.rejoins, now.rejoins),
+        ] {
+            add(
+                &self
+                    .membership_transitions
+                    .get_or_create(&TransitionLabels {
+                        transition: transition.to_string(),
+                    }),
+                before,
+                now,
+            );
+        }
     }
 
     pub fn peer(peer: &str) -> PeerLabels {
@@ -325,5 +354,34 @@ mod tests {
         assert!(text.contains("ferrolb_speaker_layer2_responses_sent_total{interface=\"eth0\"} 1"));
         assert!(text.contains("ferrolb_speaker_layer2_ips_owned 2"));
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    }
+
+    /// Each pass adds what the membership counted since the last one.
+    #[test]
+    fn membership_counters_are_added_as_deltas() {
+        let (metrics, registry) = Metrics::new();
+        let before = MembershipStats::default();
+        let first = MembershipStats {
+            members_up: 2,
+            members_down: 1,
+            rejected_bad_tag: 5,
+            ..MembershipStats::default()
+        };
+        let second = MembershipStats {
+            members_up: 3,
+            ..first
+        };
+        metrics.record_membership(&before, &first);
+        metrics.record_membership(&first, &second);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "ferrolb_speaker_membership_transitions_total{transition=\"up\"} 3",
+            "ferrolb_speaker_membership_transitions_total{transition=\"down\"} 1",
+            "ferrolb_speaker_membership_transitions_total{transition=\"rejoined\"} 0",
+            "ferrolb_speaker_membership_datagrams_rejected_total{reason=\"bad_tag\"} 5",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

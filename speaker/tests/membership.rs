@@ -145,6 +145,12 @@ async fn silent_death_is_detected() {
             "{} still sees c",
             node.name
         );
+        // Counted for the metrics: the others came up, c went down.
+        let stats = node.handle.stats();
+        assert!(
+            stats.members_up >= 4 && stats.members_down >= 1,
+            "{stats:?}"
+        );
     }
 }
 
@@ -241,6 +247,17 @@ async fn restarted_member_rejoins() {
     // And it stays: the old identity's suspicion must not take the new one down. 2 s is many
     // times probe + suspicion (200 ms with the default timers): no live set may move meanwhile.
     assert_no_live_set_moves(&nodes, Duration::from_secs(2)).await;
+    // Counted for the metrics by a and b: c and the other survivor came up, and the two old
+    // incarnations of c went (the second replaced before detection: foca reports that as a
+    // down and an up, or as a restart).
+    for node in &nodes[..2] {
+        let stats = node.handle.stats();
+        assert!(
+            stats.members_up >= 3 && stats.members_down + stats.members_restarted >= 2,
+            "{}: {stats:?}",
+            node.name
+        );
+    }
     for node in &nodes {
         assert_eq!(*node.live.borrow(), all, "{}", node.name);
     }

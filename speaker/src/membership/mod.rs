@@ -141,6 +141,14 @@ pub struct MembershipStats {
     pub protocol_errors: u64,
     /// Failed sends.
     pub send_errors: u64,
+    /// Members that came up (joined, or came back), as this node saw it.
+    pub members_up: u64,
+    /// Members declared down (dead or left), as this node saw it.
+    pub members_down: u64,
+    /// Members replaced by a newer incarnation (a restarted speaker).
+    pub members_restarted: u64,
+    /// Times the others declared this node down and it rejoined.
+    pub rejoins: u64,
 }
 
 impl MembershipStats {

@@ -39,6 +39,10 @@ pub(super) struct Counters {
     rejected_replayed: AtomicU64,
     protocol_errors: AtomicU64,
     send_errors: AtomicU64,
+    members_up: AtomicU64,
+    members_down: AtomicU64,
+    members_restarted: AtomicU64,
+    rejoins: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +71,10 @@ impl Counters {
             rejected_replayed: get(&self.rejected_replayed),
             protocol_errors: get(&self.protocol_errors),
             send_errors: get(&self.send_errors),
+            members_up: get(&self.members_up),
+            members_down: get(&self.members_down),
+            members_restarted: get(&self.members_restarted),
+            rejoins: get(&self.rejoins),
         }
     }
 }
@@ -280,16 +288,20 @@ impl Task {
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => {
+                    Counters::bump(&self.counters.members_up);
                     tracing::info!(node = %id.name, addr = %id.addr, "membership: member up");
                 }
                 OwnedNotification::MemberDown(id) => {
+                    Counters::bump(&self.counters.members_down);
                     tracing::info!(node = %id.name, addr = %id.addr, "membership: member down");
                 }
                 OwnedNotification::Rename(old, new) => {
+                    Counters::bump(&self.counters.members_restarted);
                     tracing::info!(node = %new.name, old_boot = old.boot, new_boot = new.boot,
                         "membership: member restarted");
                 }
                 OwnedNotification::Rejoin(id) => {
+                    Counters::bump(&self.counters.rejoins);
                     tracing::warn!(
                         boot = id.boot,
                         "membership: we were declared down; rejoined"
