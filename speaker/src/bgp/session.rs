@@ -1194,6 +1194,23 @@ mod tests {
         }
     }
 
+    /// The fake peer's OPEN: AS 64512, IPv4 unicast, with or without route refresh.
+    fn router_open(route_refresh: bool) -> Vec<u8> {
+        codec::encode(&codec::open(&LocalOpen {
+            asn: 64512,
+            hold_time: 90,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            capabilities: Capabilities {
+                four_octet_as: Some(64512),
+                multiprotocol: BTreeSet::from([Family::Ipv4Unicast]),
+                advertises_multiprotocol: true,
+                route_refresh,
+                ..Capabilities::default()
+            },
+        }))
+        .unwrap()
+    }
+
     async fn wait_for(
         status: &mut watch::Receiver<SessionStatus>,
         what: impl Fn(&SessionStatus) -> bool,
@@ -1220,19 +1237,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let (mut status, handle) = spawn(peer_config(address), routes_rx, cancel.clone());
 
-        let peer_open = codec::encode(&codec::open(&LocalOpen {
-            asn: 64512,
-            hold_time: 90,
-            router_id: Ipv4Addr::new(192, 0, 2, 1),
-            capabilities: Capabilities {
-                four_octet_as: Some(64512),
-                multiprotocol: BTreeSet::from([Family::Ipv4Unicast]),
-                advertises_multiprotocol: true,
-                route_refresh: true,
-                ..Capabilities::default()
-            },
-        }))
-        .unwrap();
+        let peer_open = router_open(true);
         let mut peer = accept(&listener).await;
         let Message::Open(open) = peer.next().await else {
             panic!("expected OPEN");
@@ -1341,18 +1346,7 @@ mod tests {
                 graceful: Arc::new(AtomicBool::new(false)),
             },
         ));
-        let peer_open = codec::encode(&codec::open(&LocalOpen {
-            asn: 64512,
-            hold_time: 90,
-            router_id: Ipv4Addr::new(192, 0, 2, 1),
-            capabilities: Capabilities {
-                four_octet_as: Some(64512),
-                multiprotocol: BTreeSet::from([Family::Ipv4Unicast]),
-                advertises_multiprotocol: true,
-                ..Capabilities::default()
-            },
-        }))
-        .unwrap();
+        let peer_open = router_open(false);
         // BFD not Up yet (never was): the session comes up all the same.
         let mut peer = accept(&listener).await;
         assert!(matches!(peer.next().await, Message::Open(_)));
