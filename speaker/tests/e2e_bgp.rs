@@ -25,6 +25,8 @@
 //!
 //! `e2e_bgp_bfd_with_frr`: BFD with the lab router's bfdd on both BGPPeers (up, hostile
 //! datagrams dropped and counted, a cut-off node's path gone long before a 90 s hold timer).
+//! `e2e_bgp_bfd_multihop_with_frr`: the same over a multihop session (RFC 5883) to the
+//! router's outside address.
 //! `e2e_bgp_graceful_restart_keeps_traffic`: a speaker restarted with graceful restart loses
 //! no ping reply; without it, the loss is printed.
 //!
@@ -887,4 +889,79 @@ fn e2e_bgp_graceful_restart_keeps_traffic() {
     eprintln!(
         "without graceful restart: {lost} replies lost (10 ms apart), route missing in {missing} polls"
     );
+}
+
+/// Multihop BFD (RFC 5883, UDP 4784): one node peers with the router's outside address
+/// 198.51.100.1, one hop beyond its LAN, with `ebgpMultiHop` and a 90 s hold time; FRR has it as
+/// a static multihop neighbour with BFD. FRR shows the multihop BFD session up, the
+/// BGPSessionState `bfdState: Up`; the node cut off: its route leaves FRR's RIB long before the
+/// hold timer (printed).
+#[test]
+fn e2e_bgp_bfd_multihop_with_frr() {
+    let test = "e2e_bgp_bfd_multihop_with_frr";
+    let Some(lab) = TestLab::start(test, 1).unwrap() else {
+        return;
+    };
+    let probe = L2Probe::new(&lab);
+    let router = lab.netlab().router();
+    let node1 = node_addresses(1).0.to_string();
+    let neighbor = |line: &str| format!("neighbor {node1} {line}");
+    configure_router(
+        &router,
+        &[
+            "bgp log-neighbor-changes",
+            &neighbor("remote-as 64513"),
+            &neighbor("ebgp-multihop 255"),
+            &neighbor("update-source 198.51.100.1"),
+            &neighbor("timers 30 90"),
+            &neighbor("bfd"),
+            &neighbor("bfd profile lab"),
+        ],
+    );
+    let config = ferrolb_tests::netlab::router::bfd_profile_manifest("fast")
+        + "apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: router-outside, namespace: ferrolb-system}
+spec: {myASN: 64513, peerASN: 64512, peerAddress: 198.51.100.1, ebgpMultiHop: true, holdTime: 90s, bfdProfile: fast}
+";
+    probe.apply(
+        "bgp-config",
+        &(POOL_AND_ADVERTISEMENT.to_string() + &config),
+    );
+    probe.apply("svc", &service(false, &["node1"]));
+    let (v4, _) = probe.service_ips("web", ASSIGN_TIMEOUT);
+    let p4 = format!("{v4}/32");
+    wait_paths(&router, &p4, &["node1"]);
+    let peer = eventually("FRR: multihop BFD with node1 up", || {
+        let peers = vtysh_json(&router, "show bfd peers json")?;
+        peers
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|p| p["peer"] == node1 && p["multihop"] == true && p["status"] == "up")
+            })
+            .cloned()
+            .ok_or_else(|| peers.to_string())
+    });
+    eprintln!("FRR's multihop BFD peer: {peer}");
+    let state = eventually("node1/router-outside: bfdState Up", || {
+        let status = session_state(&probe, "node1", "router-outside")?;
+        (status["bfdState"] == "Up")
+            .then_some(status.clone())
+            .ok_or_else(|| status.to_string())
+    });
+    eprintln!("BGPSessionState: {state}");
+
+    let cut = Instant::now();
+    lab.netlab().set_port("node1", false).unwrap();
+    let gone = eventually("FRR RIB: node1's route gone", || {
+        let hops = rib_next_hops(&router, &p4)?;
+        hops.is_empty()
+            .then(|| cut.elapsed())
+            .ok_or_else(|| format!("{hops:?}"))
+    });
+    eprintln!(
+        "node1 cut off: its route left FRR's RIB after {gone:?} (multihop BFD, hold time 90 s)"
+    );
+    assert!(gone < Duration::from_secs(20), "{gone:?}: not BFD");
 }
