@@ -891,9 +891,9 @@ fn e2e_bgp_graceful_restart_keeps_traffic() {
     );
 }
 
-/// Multihop BFD (RFC 5883, UDP 4784): one node peers with the router's outside address
-/// 198.51.100.1, one hop beyond its LAN, with `ebgpMultiHop` and a 90 s hold time; FRR has it as
-/// a static multihop neighbour with BFD. FRR shows the multihop BFD session up, the
+/// Multihop BFD (RFC 5883, UDP 4784), in passive mode: one node peers with the router's
+/// outside address 198.51.100.1, one hop beyond its LAN, with `ebgpMultiHop` and a 90 s hold
+/// time; FRR has it as a static multihop neighbour with BFD (active). FRR shows the multihop BFD session up, the
 /// BGPSessionState `bfdState: Up`; the node cut off: its route leaves FRR's RIB long before the
 /// hold timer (printed).
 #[test]
@@ -918,12 +918,17 @@ fn e2e_bgp_bfd_multihop_with_frr() {
             &neighbor("bfd profile lab"),
         ],
     );
-    let config = ferrolb_tests::netlab::router::bfd_profile_manifest("fast")
-        + "apiVersion: ferrolb.io/v1beta1
+    // Passive (waits for the router's first packet), with the router's timers.
+    let config = "apiVersion: ferrolb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: ferrolb-system}
+spec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3, passiveMode: true}
+---
+apiVersion: ferrolb.io/v1beta1
 kind: BGPPeer
 metadata: {name: router-outside, namespace: ferrolb-system}
 spec: {myASN: 64513, peerASN: 64512, peerAddress: 198.51.100.1, ebgpMultiHop: true, holdTime: 90s, bfdProfile: fast}
-";
+".to_string();
     probe.apply(
         "bgp-config",
         &(POOL_AND_ADVERTISEMENT.to_string() + &config),
