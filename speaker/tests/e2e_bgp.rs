@@ -845,11 +845,12 @@ fn restart_node1_under_ping(lab: &mut TestLab, probe_ip: &str, p4: &str) -> (u64
     (sent - received, missing)
 }
 
-/// Graceful restart (RFC 4724) with FRR as the helper (`bgp graceful-restart`): node1's speaker
-/// restarted with `enableGracefulRestart: true` loses no ping reply from `ext`, and the route
-/// never leaves the router's kernel table (the old speaker closes without a NOTIFICATION and
-/// sends BFD AdminDown; FRR keeps the route stale until the new speaker's table and
-/// End-of-RIB). The same restart without graceful restart (Cease): the loss is printed.
+/// Graceful restart (RFC 4724) with FRR as the helper (`bgp graceful-restart`) and BFD on:
+/// node1's speaker restarted with `enableGracefulRestart: true` loses no ping reply from `ext`,
+/// and the route never leaves the router's kernel table (the old speaker closes without a
+/// NOTIFICATION and lets BFD go silent; FRR keeps the route stale until the new speaker's table
+/// and End-of-RIB). Then node1 cut off: BFD, not the 120 s restart time, takes the route out.
+/// The same restart without graceful restart (Cease): the loss is printed.
 #[test]
 fn e2e_bgp_graceful_restart_keeps_traffic() {
     let test = "e2e_bgp_graceful_restart_keeps_traffic";
@@ -879,6 +880,31 @@ fn e2e_bgp_graceful_restart_keeps_traffic() {
     eprintln!("with graceful restart: {lost} replies lost, route missing in {missing} polls");
     assert_eq!(lost, 0, "replies lost across a graceful restart");
     assert_eq!(missing, 0, "the route left the router's kernel table");
+
+    // A node death with graceful restart and BFD on: BFD, not the restart time, decides.
+    let router_ns = lab.netlab().topology.router_ns();
+    let cut = Instant::now();
+    lab.netlab().set_port("node1", false).unwrap();
+    let gone = eventually(
+        "node1 cut off: the route gone from the router's kernel",
+        || {
+            let route =
+                netns::ip(&router_ns, &["route", "show", &p4]).map_err(|e| e.to_string())?;
+            route
+                .trim()
+                .is_empty()
+                .then(|| cut.elapsed())
+                .ok_or_else(|| format!("still there: {route}"))
+        },
+    );
+    eprintln!("node1 cut off with graceful restart and BFD on: route gone after {gone:?}");
+    // Kept as stale, it would stay for the 120 s restart time.
+    assert!(
+        gone < Duration::from_secs(20),
+        "{gone:?}: graceful restart kept a dead node's route"
+    );
+    lab.netlab().set_port("node1", true).unwrap();
+    wait_paths(&router, &p4, &["node1"]);
 
     // Without graceful restart: the old speaker's Cease withdraws the route.
     let probe = L2Probe::new(&lab);

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, watch};
@@ -136,11 +137,16 @@ impl Sessions {
         }
     }
 
-    /// Starts a session; it stops with `cancel` (sending AdminDown first).
+    /// Starts a session; it stops with `cancel`: with AdminDown first, or silently if
+    /// `silent_stop` is set by then (the speaker restarting with BGP graceful restart: FRR
+    /// takes a remote AdminDown for a failure, and one that overtook the BGP session's close
+    /// made it flush the routes; silence is noticed only after the detection time, when the
+    /// router already keeps the routes as stale).
     pub fn start(
         &self,
         settings: PeerSettings,
         cancel: CancellationToken,
+        silent_stop: Arc<AtomicBool>,
     ) -> Result<watch::Receiver<Status>, StartError> {
         self.listen(settings.peer.is_ipv6(), settings.multihop)?;
         let key = (settings.peer, settings.multihop);
@@ -164,13 +170,14 @@ impl Sessions {
         }
         let (status_tx, status_rx) = watch::channel(Status::default());
         let span = info_span!("bfd_peer", peer = %settings.peer, bgp_peer = %settings.name);
-        let task = Task::new(
+        let mut task = Task::new(
             settings,
             packets_rx,
             status_tx,
             cancel,
             self.inner.metrics.clone(),
         );
+        task.silent_stop = silent_stop;
         let registry = self.clone();
         self.inner.tracker.spawn(
             async move {
@@ -284,6 +291,8 @@ struct Task {
     seed: u64,
     /// When the peer was last heard (the task's start before that).
     last_heard: Instant,
+    /// Stop without AdminDown (see [`Sessions::start`]).
+    silent_stop: Arc<AtomicBool>,
 }
 
 impl Task {
@@ -311,6 +320,7 @@ impl Task {
             timers: BTreeMap::new(),
             seed,
             last_heard: Instant::now(),
+            silent_stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -352,6 +362,10 @@ impl Task {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => {
+                    if self.silent_stop.load(Ordering::SeqCst) {
+                        info!("BFD session task stopped silently (graceful restart)");
+                        return;
+                    }
                     // Tell the peer this is administrative (RFC 5882 §3.2: not a path failure),
                     // then stop without waiting out a detection time.
                     self.feed(Event::AdminDown, &socket).await;
@@ -531,16 +545,22 @@ mod tests {
         a_settings.local = Some(a_address);
         let mut b_settings = settings("to-a", a_address);
         b_settings.local = Some(b_address);
-        let Ok(mut a) = sessions.start(a_settings, a_cancel.clone()) else {
+        let Ok(mut a) = sessions.start(a_settings, a_cancel.clone(), Arc::default()) else {
             eprintln!("SKIPPED: UDP port 3784 is in use");
             return;
         };
         let b_cancel = CancellationToken::new();
-        let mut b = sessions.start(b_settings, b_cancel.clone()).unwrap();
+        let mut b = sessions
+            .start(b_settings, b_cancel.clone(), Arc::default())
+            .unwrap();
         wait_state(&mut a, State::Up).await;
         wait_state(&mut b, State::Up).await;
         assert!(matches!(
-            sessions.start(settings("again", b_address), CancellationToken::new()),
+            sessions.start(
+                settings("again", b_address),
+                CancellationToken::new(),
+                Arc::default()
+            ),
             Err(StartError::Duplicate(_))
         ));
 

@@ -376,6 +376,7 @@ impl Announcer {
         &mut self,
         settings: bfd::PeerSettings,
         cancel: &CancellationToken,
+        silent_stop: &Arc<AtomicBool>,
     ) -> Option<watch::Receiver<bfd::Status>> {
         let metrics = self.reporting.as_ref().map(|r| r.metrics.clone());
         let (tracker, parent) = (self.tracker.clone(), self.cancel.clone());
@@ -383,7 +384,7 @@ impl Announcer {
             .bfd
             .get_or_insert_with(|| bfd::Sessions::new(tracker, parent, metrics));
         let peer = settings.name.clone();
-        match sessions.start(settings, cancel.clone()) {
+        match sessions.start(settings, cancel.clone(), silent_stop.clone()) {
             Ok(status) => Some(status),
             Err(error) => {
                 warn!(%peer, %error, "BFD session not started: BGP without BFD");
@@ -627,10 +628,10 @@ impl crate::announcer::Announcer for Announcer {
                     reporting.clone(),
                 ));
             }
+            let graceful_stop = Arc::new(AtomicBool::new(false));
             let bfd_status = bfd_settings
                 .clone()
-                .and_then(|settings| self.start_bfd(settings, &cancel));
-            let graceful_stop = Arc::new(AtomicBool::new(false));
+                .and_then(|settings| self.start_bfd(settings, &cancel, &graceful_stop));
             self.tracker.spawn(session::run_with_bfd(
                 config.clone(),
                 routes_rx,
