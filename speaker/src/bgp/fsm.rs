@@ -477,6 +477,9 @@ pub struct Session {
     stopped: bool,
     /// Taken down by BFD: no automatic restart until BFD is Up again.
     held_by_bfd: bool,
+    /// A session has been Established since this speaker started (RFC 4724's R bit is set
+    /// until then).
+    ever_established: bool,
     /// From the peer's OPEN, kept until the session ends.
     negotiated: Option<Negotiated>,
     established_at: Option<Instant>,
@@ -503,6 +506,7 @@ impl Session {
             failures: 0,
             stopped: true,
             held_by_bfd: false,
+            ever_established: false,
             negotiated: None,
             established_at: None,
             last_error: None,
@@ -601,7 +605,7 @@ impl Session {
 
             (State::Connect | State::Active, Event::TcpConnectionConfirmed(_)) => {
                 actions.push(Action::StopTimer(Timer::ConnectRetry));
-                actions.push(Action::SendOpen(self.config.local_open()));
+                actions.push(Action::SendOpen(self.local_open()));
                 actions.push(Action::StartTimer(Timer::Hold, OPEN_HOLD_TIME));
                 self.state = State::OpenSent;
             }
@@ -624,6 +628,7 @@ impl Session {
             (State::OpenSent, Event::BgpOpen(open)) => self.open_received(&open, &mut actions, now),
             (State::OpenConfirm, Event::KeepAliveMsg) => {
                 self.state = State::Established;
+                self.ever_established = true;
                 self.established_at = Some(now);
                 self.restart_hold_timer(&mut actions);
                 if let Some(negotiated) = &self.negotiated {
@@ -862,6 +867,18 @@ impl Session {
 
     /// Back to Idle: stop the timers, close, report, and schedule the automatic restart
     /// after the back-off unless stopped.
+    /// Our OPEN. With graceful restart, the R bit (RFC 4724 §3, "has restarted") is set until
+    /// the first session since the speaker started is Established: a speaker cannot tell its
+    /// first start from a restart, and the bit only tells the peer not to wait for our
+    /// End-of-RIB before sending its own routes, which costs nothing (we install none).
+    pub fn local_open(&self) -> LocalOpen {
+        let mut open = self.config.local_open();
+        if let Some(gr) = &mut open.capabilities.graceful_restart {
+            gr.restarting = !self.ever_established;
+        }
+        open
+    }
+
     /// ManualStop anywhere but Idle: Cease / Administrative Shutdown, close, no restart.
     fn manual_stop(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.stopped = true;
@@ -1580,17 +1597,13 @@ mod tests {
             graceful_restart: Some(local),
             ..config()
         });
-        let gr = replay
-            .session
-            .config()
-            .local_open()
-            .capabilities
-            .graceful_restart;
+        // The first OPEN since the speaker started has the R bit.
+        let gr = replay.session.local_open().capabilities.graceful_restart;
         assert_eq!(
             gr,
             Some(GracefulRestart {
                 restart_time: 120,
-                restarting: false,
+                restarting: true,
                 families: vec![(Family::Ipv4Unicast, true), (Family::Ipv6Unicast, true)],
             })
         );
@@ -1612,6 +1625,9 @@ mod tests {
             replay.session.graceful_restart().peer_keeps_routes_until,
             Some(down_at + Duration::from_secs(90))
         );
+        // A reconnect of the same speaker is not a restart: no R bit.
+        let again = replay.session.local_open().capabilities.graceful_restart;
+        assert!(again.is_some_and(|gr| !gr.restarting));
     }
 
     /// A graceful stop (the speaker restarting) closes without a NOTIFICATION only when both
