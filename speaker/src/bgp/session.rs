@@ -1168,6 +1168,16 @@ mod tests {
         }
     }
 
+    /// The speaker's next connection, answered: its OPEN read, `peer_open` and a KEEPALIVE
+    /// sent back.
+    async fn accept_and_open(listener: &TcpListener, peer_open: &[u8]) -> FakePeer {
+        let mut peer = accept(listener).await;
+        assert!(matches!(peer.next().await, Message::Open(_)));
+        peer.send(peer_open).await;
+        peer.send(&codec::keepalive()).await;
+        peer
+    }
+
     fn peer_config(address: SocketAddr) -> PeerConfig {
         PeerConfig {
             session: SessionConfig {
@@ -1303,10 +1313,7 @@ mod tests {
         drop(peer);
         let down = wait_for(&mut status, |s| s.state != State::Established).await;
         assert_eq!(down.last_error.as_deref(), Some("TCP connection closed"));
-        let mut peer = accept(&listener).await;
-        assert!(matches!(peer.next().await, Message::Open(_)));
-        peer.send(&peer_open).await;
-        peer.send(&codec::keepalive()).await;
+        let mut peer = accept_and_open(&listener, &peer_open).await;
         wait_for(&mut status, |s| s.sessions_established == 2).await;
 
         // Cancel: Cease, Administrative Shutdown, then the connection closes.
@@ -1348,10 +1355,7 @@ mod tests {
         ));
         let peer_open = router_open(false);
         // BFD not Up yet (never was): the session comes up all the same.
-        let mut peer = accept(&listener).await;
-        assert!(matches!(peer.next().await, Message::Open(_)));
-        peer.send(&peer_open).await;
-        peer.send(&codec::keepalive()).await;
+        let mut peer = accept_and_open(&listener, &peer_open).await;
         wait_for(&mut status, |s| s.state == State::Established).await;
 
         // Up and Down again before the task looks: the failure is not lost.
@@ -1379,10 +1383,7 @@ mod tests {
             failures: 1,
             ..bfd::Status::default()
         });
-        let mut peer = accept(&listener).await;
-        assert!(matches!(peer.next().await, Message::Open(_)));
-        peer.send(&peer_open).await;
-        peer.send(&codec::keepalive()).await;
+        let _peer = accept_and_open(&listener, &peer_open).await;
         wait_for(&mut status, |s| s.sessions_established == 2).await;
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), handle)
