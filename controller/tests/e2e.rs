@@ -24,6 +24,20 @@ fn options(metrics: std::net::SocketAddr, identity: &str) -> Options {
     options
 }
 
+/// The Service's `ferrolb.io/AddressAssigned` condition.
+fn address_assigned(
+    service: &Service,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    service
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == ferrolb_crds::cluster::ADDRESS_ASSIGNED_CONDITION)
+        .cloned()
+}
+
 fn pool_annotation(pool: &str) -> serde_json::Value {
     json!({"metadata": {"annotations": {"ferrolb.io/address-pool": pool}}})
 }
@@ -54,7 +68,7 @@ fn controller_end_to_end() {
         pool_by_annotation(&client).await;
         dual_stack(&client).await;
         sharing(&client).await;
-        exhaustion_and_pool_change(&client).await;
+        exhaustion_and_pool_change(&client, metrics, &control_plane).await;
         invalid_config_keeps_addresses(&client, metrics).await;
         stops_being_a_load_balancer(&client).await;
         pool_status_and_metrics(&client, metrics).await;
@@ -270,7 +284,11 @@ async fn sharing(client: &Client) {
     assert!(ingress(&get_service(client, "sharing", "other-key").await).is_empty());
 }
 
-async fn exhaustion_and_pool_change(client: &Client) {
+async fn exhaustion_and_pool_change(
+    client: &Client,
+    metrics: std::net::SocketAddr,
+    control_plane: &ferrolb_tests::controlplane::ControlPlane,
+) {
     apply_pool(
         client,
         "tiny",
@@ -293,11 +311,112 @@ async fn exhaustion_and_pool_change(client: &Client) {
         .find(|s| s.metadata.name.as_deref() == Some("c"))
         .unwrap();
     assert!(ingress(c).is_empty(), "c must stay Pending");
+    // The reason stays on the Service itself, after the Event has expired.
+    let pending = eventually(
+        "tiny/c's AddressAssigned=False",
+        Duration::from_secs(30),
+        || async {
+            let service = get_service(client, "tiny", "c").await;
+            let condition = address_assigned(&service)?;
+            (condition.status == "False").then_some(condition)
+        },
+    )
+    .await;
+    assert_eq!(pending.reason, "NoIPAvailable", "{pending:?}");
+    eventually("services_pending 1", Duration::from_secs(10), || async {
+        let (_, text) = http_get(metrics, "/metrics").await?;
+        text.contains("ferrolb_services_pending{reason=\"no_ip_available\"} 1")
+            .then_some(())
+    })
+    .await;
+    assert!(pending.message.contains("tiny"), "{pending:?}");
+    assert_eq!(
+        address_assigned(&get_service(client, "tiny", "a").await).map(|c| c.status),
+        Some("True".to_string())
+    );
+    // The recipes docs/operations.md gives for reading it.
+    let columns = control_plane
+        .kubectl_output([
+            "get",
+            "svc",
+            "-n",
+            "tiny",
+            "-o",
+            "custom-columns=NAME:.metadata.name,EXTERNAL-IP:.status.loadBalancer.ingress[*].ip,\
+             ASSIGNED:.status.conditions[?(@.type==\"ferrolb.io/AddressAssigned\")].status,\
+             REASON:.status.conditions[?(@.type==\"ferrolb.io/AddressAssigned\")].reason",
+        ])
+        .expect("kubectl get svc -o custom-columns");
+    let row_c: Vec<&str> = columns
+        .lines()
+        .find(|line| line.starts_with("c "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row_c,
+        ["c", "<none>", "False", "NoIPAvailable"],
+        "{columns}"
+    );
+    let wait = |name: &str, timeout: &str| {
+        control_plane
+            .kubectl([
+                "wait",
+                "-n",
+                "tiny",
+                &format!("svc/{name}"),
+                "--for=condition=ferrolb.io/AddressAssigned",
+                &format!("--timeout={timeout}"),
+            ])
+            .output()
+            .expect("kubectl wait runs")
+            .status
+            .success()
+    };
+    assert!(
+        wait("a", "10s"),
+        "kubectl wait returns for an assigned Service"
+    );
+    assert!(!wait("c", "1s"), "kubectl wait times out on a Pending one");
+    // Set on a change of state, not on every reconcile: a label change reconciles c again, and
+    // nothing is written after it.
+    api.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await
+    .expect("label c");
+    let labelled = get_service(client, "tiny", "c").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = get_service(client, "tiny", "c").await;
+    assert_eq!(
+        labelled.metadata.resource_version,
+        later.metadata.resource_version,
+        "the controller rewrote c without a change of state: {:?}",
+        address_assigned(&later)
+    );
 
     // Deleting a holder frees its address for the waiting Service.
     let a_ip = ingress(&get_service(client, "tiny", "a").await);
     delete_service(client, "tiny", "a").await;
     assert_eq!(wait_for_ips(client, "tiny", "c", 1).await, a_ip);
+    let assigned = eventually(
+        "tiny/c's AddressAssigned=True",
+        Duration::from_secs(30),
+        || async {
+            let service = get_service(client, "tiny", "c").await;
+            let condition = address_assigned(&service)?;
+            (condition.status == "True").then_some(condition)
+        },
+    )
+    .await;
+    assert_eq!(assigned.reason, "Assigned");
+    assert!(assigned.message.contains(&a_ip[0]), "{assigned:?}");
+    assert!(
+        assigned.last_transition_time.0 >= pending.last_transition_time.0,
+        "{assigned:?}"
+    );
 
     // The pool moves: every Service gets an address from the new range.
     apply_pool(
@@ -411,7 +530,8 @@ async fn stops_being_a_load_balancer(client: &Client) {
                 .metadata
                 .annotations
                 .as_ref()
-                .is_some_and(|a| a.contains_key("ferrolb.io/ip-allocated-from-pool"));
+                .is_some_and(|a| a.contains_key("ferrolb.io/ip-allocated-from-pool"))
+                || address_assigned(&service).is_some();
             (ingress(&service).is_empty() && !annotated).then_some(())
         },
     )
@@ -445,6 +565,14 @@ async fn pool_status_and_metrics(client: &Client, metrics: std::net::SocketAddr)
         "{text}"
     );
     assert!(text.contains("ferrolb_leader 1"), "{text}");
+    assert!(
+        text.contains("ferrolb_allocations_total{pool=\"dual\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferrolb_reconcile_duration_seconds_count"),
+        "{text}"
+    );
     assert!(
         text.contains("ferrolb_allocation_failures_total{reason=\"pool_unusable\"}"),
         "{text}"

@@ -19,6 +19,10 @@ pub const MEMBERSHIP_SECRET_KEY: &str = "secretkey";
 pub const LEGACY_CONFIG_MAP_NAME: &str = "config";
 /// The label an EndpointSlice carries with the name of its Service.
 pub const ENDPOINT_SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
+/// The condition the controller keeps in `status.conditions` of every Service it handles:
+/// `True` with the addresses, or `False` with the reason the Service is Pending. Events expire
+/// after an hour; this stays readable for as long as the Service is Pending.
+pub const ADDRESS_ASSIGNED_CONDITION: &str = "ferrolb.io/AddressAssigned";
 
 /// A Service, by namespace and name. Plain data: the allocator and the speaker's decision step
 /// use it without knowing any Kubernetes type.

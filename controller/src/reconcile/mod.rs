@@ -82,8 +82,9 @@ pub struct Context {
     pub restored: watch::Sender<bool>,
     /// Services waiting for an address: retried when addresses are freed.
     pub pending: Mutex<BTreeSet<ServiceKey>>,
-    /// The last `AllocationFailed` message per Service (Events only on change).
-    pub last_failure: Mutex<BTreeMap<ServiceKey, String>>,
+    /// The last failure per Service, as (metric reason, `AllocationFailed` message): Events only
+    /// on change, and the `ferrolb_services_pending{reason}` counts.
+    pub last_failure: Mutex<BTreeMap<ServiceKey, (&'static str, String)>>,
     /// Deprecated annotation names already warned about, per Service.
     pub warned: Mutex<BTreeSet<(ServiceKey, &'static str)>>,
     /// The last `InvalidConfiguration` message per object (Events only on change).
@@ -167,9 +168,10 @@ impl Context {
         lock(&self.pending).remove(key);
         lock(&self.last_failure).remove(key);
         lock(&self.warned).retain(|(service, _)| service != key);
+        // Also when nothing was released: a Pending Service leaves the pending counts.
+        self.mark_pools_dirty();
         if !released.is_empty() {
             info!(service = %key, ips = ?released, "service deleted: addresses released");
-            self.mark_pools_dirty();
             self.retry_pending();
         }
     }
@@ -207,17 +209,15 @@ fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            kind: error.metric_label().to_string(),
+        })
+        .inc();
     match error {
         Error::NotLeader => kube::runtime::controller::Action::await_change(),
-        Error::Kube(_) => {
-            ctx.metrics
-                .allocation_failures
-                .get_or_create(&crate::metrics::FailureLabels {
-                    reason: error.metric_label().to_string(),
-                })
-                .inc();
-            kube::runtime::controller::Action::requeue(Duration::from_secs(5))
-        }
+        Error::Kube(_) => kube::runtime::controller::Action::requeue(Duration::from_secs(5)),
     }
 }
 

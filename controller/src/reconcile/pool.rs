@@ -1,5 +1,6 @@
-//! IPAddressPool status counts and the per-pool metrics.
+//! IPAddressPool status counts, the per-pool metrics and the pending counts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,6 +28,11 @@ pub async fn maintain_status(ctx: Arc<Context>) {
         }
         let stats = lock(&ctx.allocator).stats();
         ctx.metrics.set_pool_stats(&stats);
+        let mut pending = BTreeMap::new();
+        for (reason, _) in lock(&ctx.last_failure).values() {
+            *pending.entry(*reason).or_insert(0) += 1;
+        }
+        ctx.metrics.set_pending(&pending);
         for pool in ctx.stores.pools.state() {
             let name = pool.name_any();
             let Some(counts) = stats.get(&name) else {

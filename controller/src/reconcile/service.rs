@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -13,8 +14,8 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{Context, Error, lock, object_reference};
-use crate::allocator::{AllocError, AllocRequest, ServiceKey};
-use crate::metrics::FailureLabels;
+use crate::allocator::{AllocError, AllocRequest, PoolRejection, ServiceKey};
+use crate::metrics::{FailureLabels, PoolLabel};
 use crate::request::{RequestError, deprecated_annotations, is_handled, service_key};
 use crate::status;
 
@@ -36,11 +37,41 @@ impl Failure {
             Failure::Alloc(AllocError::NoIpAvailable { .. }) => "no_ip_available",
             Failure::Alloc(AllocError::UnknownPool { .. }) => "unknown_pool",
             Failure::Alloc(AllocError::PoolNotAdmitted { .. }) => "pool_not_admitted",
+            // A full pool is "no IP available" whether the Service named it or not.
+            Failure::Alloc(AllocError::PoolUnusable {
+                why: PoolRejection::Exhausted { .. },
+                ..
+            }) => "no_ip_available",
             Failure::Alloc(AllocError::PoolUnusable { .. }) => "pool_unusable",
             Failure::Alloc(AllocError::RequestedIpNotInPool { .. })
             | Failure::Alloc(AllocError::RequestedIpNotAllowed { .. }) => "requested_ip",
             Failure::Alloc(AllocError::SharingConflict { .. }) => "sharing_conflict",
         }
+    }
+
+    /// The `ferrolb.io/AddressAssigned` reason: the metric label's cause in CamelCase.
+    fn condition_reason(&self) -> &'static str {
+        match self.metric_label() {
+            "no_pool" => "NoPoolAvailable",
+            "no_ip_available" => "NoIPAvailable",
+            "unknown_pool" => "UnknownPool",
+            "pool_not_admitted" => "PoolNotAdmitted",
+            "pool_unusable" => "PoolUnusable",
+            "requested_ip" => "RequestedIPUnavailable",
+            "sharing_conflict" => "SharingConflict",
+            _ => "InvalidRequest",
+        }
+    }
+}
+
+/// The condition of a Service that cannot get an address yet because no configuration is valid.
+fn no_configuration() -> status::AddressCondition {
+    status::AddressCondition {
+        assigned: false,
+        reason: "NoValidConfiguration",
+        message: "no valid FerroLB configuration is in force yet (see the ConfigValid conditions \
+                  of the configuration objects)"
+            .to_string(),
     }
 }
 
@@ -68,9 +99,14 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     };
     let span = info_span!("reconcile", service = %key, ip = tracing::field::Empty);
-    reconcile_service(&service, &ctx, key)
+    let started = Instant::now();
+    let result = reconcile_service(&service, &ctx, key)
         .instrument(span)
-        .await
+        .await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 async fn reconcile_service(
@@ -78,11 +114,14 @@ async fn reconcile_service(
     ctx: &Context,
     key: ServiceKey,
 ) -> Result<Action, Error> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let Some(config) = ctx.config() else {
         // No valid configuration yet: reconcile_all runs when one arrives.
+        if is_handled(service, ctx.options.lb_class.as_deref()) && ctx.is_leader() {
+            status::set_condition(&api, &key, service, &no_configuration()).await?;
+        }
         return Ok(Action::await_change());
     };
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let reference = object_reference(service);
 
     if !is_handled(service, ctx.options.lb_class.as_deref()) {
@@ -90,6 +129,11 @@ async fn reconcile_service(
         let released = lock(&ctx.allocator).release(&key);
         lock(&ctx.pending).remove(&key);
         lock(&ctx.last_failure).remove(&key);
+        ctx.mark_pools_dirty();
+        if status::address_condition(service).is_some() {
+            ctx.ensure_leader()?;
+            status::remove_condition(&api, &key, service).await?;
+        }
         // Only clear a status we wrote (another implementation may own this Service).
         if !released.is_empty() || status::allocated_pool(service).is_some() {
             ctx.ensure_leader()?;
@@ -112,7 +156,6 @@ async fn reconcile_service(
             .await;
         }
         if !released.is_empty() {
-            ctx.mark_pools_dirty();
             ctx.retry_pending();
         }
         return Ok(Action::await_change());
@@ -156,7 +199,29 @@ async fn reconcile_service(
                 ctx.ensure_leader()?;
                 status::apply(&api, &key, &assignment).await?;
             }
+            ctx.ensure_leader()?;
+            status::set_condition(
+                &api,
+                &key,
+                service,
+                &status::AddressCondition {
+                    assigned: true,
+                    reason: "Assigned",
+                    message: format!(
+                        "assigned [{}] from pool {}",
+                        ips_text(&assignment.ips),
+                        assignment.pool
+                    ),
+                },
+            )
+            .await?;
             if current != assignment.ips {
+                ctx.metrics
+                    .allocations
+                    .get_or_create(&PoolLabel {
+                        pool: assignment.pool.clone(),
+                    })
+                    .inc();
                 info!(ips = %ips_text(&assignment.ips), pool = %assignment.pool, "assigned");
                 ctx.publish(
                     &reference,
@@ -175,6 +240,7 @@ async fn reconcile_service(
         Err(failure) => {
             lock(&ctx.pending).insert(key.clone());
             let message = failure.to_string();
+            let reason = failure.metric_label();
             if !current.is_empty() || status::allocated_pool(service).is_some() {
                 ctx.ensure_leader()?;
                 status::clear(&api, &key).await?;
@@ -188,14 +254,27 @@ async fn reconcile_service(
                 .await;
                 ctx.retry_pending();
             }
-            let changed = lock(&ctx.last_failure).insert(key.clone(), message.clone())
-                != Some(message.clone());
+            ctx.ensure_leader()?;
+            status::set_condition(
+                &api,
+                &key,
+                service,
+                &status::AddressCondition {
+                    assigned: false,
+                    reason: failure.condition_reason(),
+                    message: message.clone(),
+                },
+            )
+            .await?;
+            let failure_now = (reason, message.clone());
+            let changed = lock(&ctx.last_failure).insert(key.clone(), failure_now.clone())
+                != Some(failure_now);
             if changed {
                 warn!(reason = %message, "allocation failed");
                 ctx.metrics
                     .allocation_failures
                     .get_or_create(&FailureLabels {
-                        reason: failure.metric_label().to_string(),
+                        reason: reason.to_string(),
                     })
                     .inc();
                 ctx.publish(
