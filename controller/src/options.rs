@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ferrolb_crds::cluster;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -42,6 +44,22 @@ pub struct Options {
     /// Holder identity in the Lease (default: `$POD_NAME`, else host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Address of the admission webhook's HTTPS server (`/validate`); empty: no webhook.
+    #[arg(long, default_value_t = format!("0.0.0.0:{}", cluster::WEBHOOK_PORT))]
+    pub webhook_addr: String,
+    /// Names and addresses the webhook's certificate is valid for (repeat or comma-separate);
+    /// default: the webhook Service's DNS names in `--namespace`.
+    #[arg(long, value_delimiter = ',')]
+    pub webhook_host: Vec<String>,
+    /// The Secret holding the webhook's CA and serving certificate (created if missing).
+    #[arg(long, default_value = cluster::WEBHOOK_SECRET_NAME)]
+    pub webhook_secret: String,
+    /// The ValidatingWebhookConfiguration whose caBundle the controller keeps current.
+    #[arg(long, default_value = cluster::WEBHOOK_CONFIGURATION_NAME)]
+    pub webhook_configuration: String,
+    /// Validity of a serving certificate, in hours; it is re-issued with a third left.
+    #[arg(long, default_value_t = 24 * 365)]
+    pub webhook_cert_validity_hours: i64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -55,6 +73,31 @@ impl Options {
 
     pub fn lease_namespace(&self) -> &str {
         self.lease_namespace.as_deref().unwrap_or(&self.namespace)
+    }
+
+    /// The webhook's address, `None` when it is turned off.
+    pub fn webhook_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match self.webhook_addr.trim() {
+            "" => Ok(None),
+            addr => addr.parse().map(Some),
+        }
+    }
+
+    /// The names in the webhook's certificate.
+    pub fn webhook_hosts(&self) -> std::collections::BTreeSet<String> {
+        if self.webhook_host.is_empty() {
+            let service = format!("{}.{}", cluster::WEBHOOK_SERVICE_NAME, self.namespace);
+            [
+                format!("{service}.svc"),
+                format!("{service}.svc.cluster.local"),
+            ]
+            .into()
+        } else {
+            self.webhook_host
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect()
+        }
     }
 
     pub fn lease_duration(&self) -> Duration {

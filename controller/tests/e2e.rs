@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 fn options(metrics: std::net::SocketAddr, identity: &str) -> Options {
     let mut options = Options::defaults();
     options.metrics_addr = metrics;
+    options.webhook_addr = "127.0.0.1:0".to_string();
     options.identity = Some(identity.to_string());
     options.lease_duration = 4;
     options

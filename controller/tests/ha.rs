@@ -56,35 +56,11 @@ fn restart_and_failover() {
     });
 }
 
-/// The processes run with the shipped RBAC (config/rbac/controller.yaml), not as admin: applies
-/// it and returns a kubeconfig of the controller's ServiceAccount.
-async fn controller_kubeconfig(
-    control_plane: &ferrolb_tests::controlplane::ControlPlane,
-) -> std::path::PathBuf {
-    control_plane
-        .kubectl_output([
-            "apply",
-            "-f",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../config/rbac/controller.yaml"
-            ),
-        ])
-        .expect("apply controller RBAC");
-    control_plane
-        .mint_service_account_kubeconfig(
-            CONFIG_NAMESPACE,
-            "ferrolb-controller",
-            &control_plane.run_dir.join("controller.kubeconfig"),
-        )
-        .await
-        .expect("service account kubeconfig")
-}
-
 fn options(identity: &str, lease: &str) -> (Options, std::net::SocketAddr) {
     let mut options = Options::defaults();
     let metrics = free_port();
     options.metrics_addr = metrics;
+    options.webhook_addr = "127.0.0.1:0".to_string();
     options.identity = Some(identity.to_string());
     options.lease_name = lease.to_string();
     options.lease_duration = LEASE_SECONDS;
@@ -235,6 +211,9 @@ fn spawn_controller(
             &LEASE_SECONDS.to_string(),
             "--metrics-addr",
             &metrics.to_string(),
+            // Loopback, any port: two replicas run on this host.
+            "--webhook-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
         .stderr(log)

@@ -25,6 +25,7 @@ fn missing_crds_stop_the_controller_with_a_hint() {
         let client = control_plane.client().await.expect("client");
         let mut options = Options::defaults();
         options.metrics_addr = free_port();
+        options.webhook_addr = "127.0.0.1:0".to_string();
         options.identity = Some("nocrds".into());
         let outcome = tokio::time::timeout(
             Duration::from_secs(30),

@@ -19,6 +19,13 @@ pub const MEMBERSHIP_SECRET_KEY: &str = "secretkey";
 pub const LEGACY_CONFIG_MAP_NAME: &str = "config";
 /// The label an EndpointSlice carries with the name of its Service.
 pub const ENDPOINT_SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
+/// The admission webhook: the Service in front of the controllers, the
+/// ValidatingWebhookConfiguration whose caBundle the controller keeps current, the Secret with
+/// its certificate, and the container port (config/webhook/, config/controller/).
+pub const WEBHOOK_SERVICE_NAME: &str = "ferrolb-webhook-service";
+pub const WEBHOOK_CONFIGURATION_NAME: &str = "ferrolb-validating-webhook";
+pub const WEBHOOK_SECRET_NAME: &str = "ferrolb-webhook-cert";
+pub const WEBHOOK_PORT: u16 = 9443;
 /// The condition the controller keeps in `status.conditions` of every Service it handles:
 /// `True` with the addresses, or `False` with the reason the Service is Pending. Events expire
 /// after an hour; this stays readable for as long as the Service is Pending.

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use ferrolb_crds::cluster;
 use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
 use ferrolb_tests::paths;
 use serde_json::Value;
@@ -360,6 +361,58 @@ fn ports(container: &Value) -> Vec<(u64, String)> {
         .unwrap_or_default()
 }
 
+/// The webhook's pieces fit together: the configuration calls the Service, the Service reaches
+/// the controller pods' `webhook` port, and the names match the controller's defaults and RBAC.
+fn check_webhook(objects: &[Value]) {
+    let configuration = find(
+        objects,
+        "ValidatingWebhookConfiguration",
+        cluster::WEBHOOK_CONFIGURATION_NAME,
+    );
+    let service = find(objects, "Service", cluster::WEBHOOK_SERVICE_NAME);
+    let webhooks = configuration["webhooks"].as_array().expect("webhooks");
+    assert_eq!(webhooks.len(), 2);
+    for webhook in webhooks {
+        assert_eq!(
+            webhook["failurePolicy"], "Ignore",
+            "docs/configuration.md explains why"
+        );
+        assert_eq!(
+            webhook["sideEffects"], "None",
+            "so that --dry-run=server works"
+        );
+        let target = &webhook["clientConfig"]["service"];
+        assert_eq!(target["name"], service["metadata"]["name"]);
+        assert_eq!(target["namespace"], FERROLB_NAMESPACE);
+        assert_eq!(target["path"], "/validate");
+        assert_eq!(target["port"], service["spec"]["ports"][0]["port"]);
+    }
+    let deployment = find(objects, "Deployment", CONTROLLER_ACCOUNT);
+    let template = &deployment["spec"]["template"];
+    for (key, value) in service["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(
+            &template["metadata"]["labels"][key], value,
+            "the Service selects the pods"
+        );
+    }
+    let port = template["spec"]["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == service["spec"]["ports"][0]["targetPort"])
+        .expect("the Service's targetPort is a named container port")
+        .clone();
+    assert_eq!(port["containerPort"], cluster::WEBHOOK_PORT);
+    let rules = &find(objects, "ClusterRole", CONTROLLER_ACCOUNT)["rules"];
+    assert!(
+        rules.as_array().expect("rules").iter().any(|rule| {
+            rule["resources"][0] == "validatingwebhookconfigurations"
+                && rule["resourceNames"][0] == configuration["metadata"]["name"]
+        }),
+        "the controller may patch the caBundle of its webhook configuration"
+    );
+}
+
 /// What the server would store for the whole of `config/`: the right set of objects, all
 /// namespaced ones in ferrolb-system, and the workloads hardened as documented.
 fn check_rendered_objects(objects: &[Value]) {
@@ -386,9 +439,12 @@ fn check_rendered_objects(objects: &[Value]) {
         ("RoleBinding", 2),
         ("Deployment", 1),
         ("DaemonSet", 1),
+        ("Service", 1),
+        ("ValidatingWebhookConfiguration", 1),
     ]
     .into();
     assert_eq!(kinds, expected);
+    check_webhook(objects);
     let namespace = find(objects, "Namespace", FERROLB_NAMESPACE);
     assert_eq!(
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged",
@@ -433,7 +489,13 @@ fn check_rendered_objects(objects: &[Value]) {
         ["ALL"]
     );
     assert!(container["securityContext"]["capabilities"]["add"].is_null());
-    assert_eq!(ports(container), [(7472, "TCP".to_string())]);
+    assert_eq!(
+        ports(container),
+        [
+            (7472, "TCP".to_string()),
+            (u64::from(cluster::WEBHOOK_PORT), "TCP".to_string())
+        ]
+    );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["resources"]["requests"]["cpu"].is_string());
@@ -956,7 +1018,11 @@ fn controller_works_with_its_rbac() {
     let log_file = fs::File::create(&log).expect("controller log");
     let pod_name = "ferrolb-controller-test-0";
     let child = Command::new(&controller_binary)
-        .args(["--log-format=json", "--metrics-addr=127.0.0.1:0"])
+        .args([
+            "--log-format=json",
+            "--metrics-addr=127.0.0.1:0",
+            "--webhook-addr=127.0.0.1:0",
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAME", pod_name)
         .env("POD_NAMESPACE", FERROLB_NAMESPACE)

@@ -243,6 +243,38 @@ pub async fn run(
         health.clone(),
         shutdown.clone(),
     ));
+    if let Some(addr) = options
+        .webhook_addr()
+        .context("--webhook-addr is not an address")?
+    {
+        let resolver = Arc::new(crate::webhook::cert::CertResolver::default());
+        let settings = crate::webhook::cert::CertSettings {
+            namespace: options.namespace.clone(),
+            secret: options.webhook_secret.clone(),
+            webhook_configuration: options.webhook_configuration.clone(),
+            hosts: options.webhook_hosts(),
+            validity: k8s_openapi::jiff::SignedDuration::from_hours(
+                options.webhook_cert_validity_hours.max(1),
+            ),
+        };
+        let state = Arc::new(crate::webhook::WebhookState {
+            client: clients.write.clone(),
+            namespace: options.namespace.clone(),
+            config_map: options.config_map.clone(),
+        });
+        let cert_task = tokio::spawn(crate::webhook::cert::maintain(
+            clients.write.clone(),
+            settings,
+            resolver.clone(),
+        ));
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = crate::webhook::serve(addr, state, resolver, stop.clone()).await {
+                warn!(%error, "the admission webhook stopped");
+            }
+            cert_task.abort();
+        });
+    }
     let leadership = leader::elect(clients.write.clone(), &options)
         .await
         .context("starting leader election")?;

@@ -276,3 +276,28 @@ pub fn clients(client: &kube::Client) -> ferrolb_crds::runtime::ApiClients {
         write: client.clone(),
     }
 }
+
+/// The processes run with the shipped RBAC (config/rbac/controller.yaml), not as admin: applies
+/// it and returns a kubeconfig of the controller's ServiceAccount.
+pub async fn controller_kubeconfig(
+    control_plane: &ferrolb_tests::controlplane::ControlPlane,
+) -> std::path::PathBuf {
+    control_plane
+        .kubectl_output([
+            "apply",
+            "-f",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../config/rbac/controller.yaml"
+            ),
+        ])
+        .expect("apply controller RBAC");
+    control_plane
+        .mint_service_account_kubeconfig(
+            CONFIG_NAMESPACE,
+            "ferrolb-controller",
+            &control_plane.run_dir.join("controller.kubeconfig"),
+        )
+        .await
+        .expect("service account kubeconfig")
+}
