@@ -4,7 +4,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::membership::MembershipStats;
 
@@ -41,6 +42,36 @@ pub struct RejectLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     pub transition: String,
+}
+
+/// A membership state: `alive` or `suspect`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+/// Upper bounds (seconds) of `membership_probe_rtt_seconds`: LAN round trips from 100 µs, the
+/// default ack timeout (40 ms: a later ack made foca start indirect probes) and the default
+/// probe period (100 ms: the longest a ping waits for its ack to be timed).
+pub const PROBE_RTT_BUCKETS: [f64; 10] = [
+    0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.1,
+];
+
+/// `membership_probe_rtt_seconds`: round-trip times of the membership's direct probes.
+#[derive(Debug, Clone)]
+pub struct ProbeRttHistogram(Histogram);
+
+impl Default for ProbeRttHistogram {
+    fn default() -> Self {
+        ProbeRttHistogram(Histogram::new(PROBE_RTT_BUCKETS))
+    }
+}
+
+impl ProbeRttHistogram {
+    /// A handle on the same histogram, for the membership to observe into.
+    pub fn handle(&self) -> Histogram {
+        self.0.clone()
+    }
 }
 
 /// One BGP session: the BGPPeer's name.
@@ -92,6 +123,10 @@ pub struct Metrics {
     pub membership_protocol_errors: Counter,
     /// Membership state transitions this node saw, by kind.
     pub membership_transitions: Family<TransitionLabels, Counter>,
+    /// Live members by state (`alive`, `suspect`), while the membership runs.
+    pub membership_members: Family<StateLabels, Gauge>,
+    /// Round-trip times of the membership's direct probes.
+    pub membership_probe_rtt: ProbeRttHistogram,
     /// 1 while this node's session with the peer is Established.
     pub bgp_session_up: Family<PeerLabels, Gauge>,
     /// Prefixes the peer has from this node.
@@ -198,6 +233,17 @@ impl Metrics {
             "membership_transitions",
             "Membership state transitions seen by this node: up, down, restarted, rejoined",
             metrics.membership_transitions.clone(),
+        );
+        registry.register(
+            "membership_members",
+            "Live speakers by membership state (alive, suspect), this node included",
+            metrics.membership_members.clone(),
+        );
+        registry.register_with_unit(
+            "membership_probe_rtt",
+            "Round-trip time of the membership's direct probes (ping to ack)",
+            Unit::Seconds,
+            metrics.membership_probe_rtt.0.clone(),
         );
         registry.register(
             "bgp_session_up",
@@ -311,6 +357,20 @@ impl Metrics {
         }
     }
 
+    /// Sets `membership_members{state}` from the membership's current counts.
+    pub fn record_membership_states(&self, stats: &MembershipStats) {
+        for (state, members) in [
+            ("alive", stats.members_alive),
+            ("suspect", stats.members_suspect),
+        ] {
+            self.membership_members
+                .get_or_create(&StateLabels {
+                    state: state.to_string(),
+                })
+                .set(i64::try_from(members).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn peer(peer: &str) -> PeerLabels {
         PeerLabels {
             peer: peer.to_string(),
@@ -354,6 +414,52 @@ mod tests {
         assert!(text.contains("ferrolb_speaker_layer2_responses_sent_total{interface=\"eth0\"} 1"));
         assert!(text.contains("ferrolb_speaker_layer2_ips_owned 2"));
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    }
+
+    fn encoded(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn members_by_state_and_probe_rtt_are_exported() {
+        let (metrics, registry) = Metrics::new();
+        metrics.record_membership_states(&MembershipStats {
+            members: 3,
+            members_alive: 2,
+            members_suspect: 1,
+            ..MembershipStats::default()
+        });
+        let rtt = metrics.membership_probe_rtt.handle();
+        rtt.observe(0.000_3);
+        rtt.observe(0.5);
+        let text = encoded(&registry);
+        for line in [
+            "ferrolb_speaker_membership_members{state=\"alive\"} 2",
+            "ferrolb_speaker_membership_members{state=\"suspect\"} 1",
+            "# TYPE ferrolb_speaker_membership_probe_rtt_seconds histogram",
+            "ferrolb_speaker_membership_probe_rtt_seconds_count 2",
+            "ferrolb_speaker_membership_probe_rtt_seconds_bucket{le=\"+Inf\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // 300 µs falls in the 500 µs bucket; 0.5 s only in +Inf.
+        let bucket = |le: f64| {
+            text.lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix(
+                        "ferrolb_speaker_membership_probe_rtt_seconds_bucket{le=\"",
+                    )?;
+                    let (bound, count) = rest.split_once("\"} ")?;
+                    Some((bound.parse::<f64>().ok()?, count.parse::<u64>().ok()?))
+                })
+                .find(|(bound, _)| (bound - le).abs() < f64::EPSILON)
+                .map(|(_, count)| count)
+        };
+        assert_eq!(bucket(0.000_2), Some(0));
+        assert_eq!(bucket(0.000_5), Some(1));
+        assert_eq!(bucket(0.1), Some(1));
     }
 
     /// Each pass adds what the membership counted since the last one.
