@@ -347,6 +347,10 @@ impl DecisionLoop {
             },
         });
 
+        self.metrics
+            .layer2_ips_expected
+            .set(i64::try_from(plan.layer2.expected.len()).unwrap_or(i64::MAX));
+
         for change in self.layer2.converge(&plan.layer2.desired()) {
             match change {
                 Change::Announce {
