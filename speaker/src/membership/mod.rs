@@ -8,7 +8,8 @@
 //!
 //! Layout: [`identity`] (who a speaker is: name + address + boot id), [`auth`] (datagram
 //! sealing, replay window: pure), [`transport`] (the one task that owns the socket, the foca
-//! instance and its timers). [`Membership`] is the handle; dropping it stops the task without
+//! instance and its timers), [`probe_rtt`] (timing our probes from foca's headers: pure).
+//! [`Membership`] is the handle; dropping it stops the task without
 //! telling anyone (a silent death), [`Membership::leave`] tells the others first.
 
 pub mod auth;
