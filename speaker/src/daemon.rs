@@ -109,9 +109,13 @@ pub async fn run(
 
     let liveness = match &settings.membership {
         None => Liveness::off(),
-        Some(membership) => {
-            Liveness::start(&tracker, &cancel, clients.watch.clone(), membership.clone())
-        }
+        Some(membership) => Liveness::start(
+            &tracker,
+            &cancel,
+            clients.watch.clone(),
+            membership.clone(),
+            metrics.membership_probe_rtt.handle(),
+        ),
     };
 
     let (stalls_tx, stalls) = watch::channel(0u64);
@@ -317,6 +321,7 @@ impl DecisionLoop {
         if let Some(stats) = self.liveness.stats() {
             self.metrics
                 .record_membership(&self.membership_counted, &stats);
+            self.metrics.record_membership_states(&stats);
             self.membership_counted = stats;
         }
         let live = self.liveness.current();
@@ -341,6 +346,10 @@ impl DecisionLoop {
                 spread: self.settings.spread,
             },
         });
+
+        self.metrics
+            .layer2_ips_expected
+            .set(i64::try_from(plan.layer2.expected.len()).unwrap_or(i64::MAX));
 
         for change in self.layer2.converge(&plan.layer2.desired()) {
             match change {

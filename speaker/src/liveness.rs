@@ -16,6 +16,7 @@ use std::time::Duration;
 use ferrolb_crds::cluster::{MEMBERSHIP_SECRET_KEY, MEMBERSHIP_SECRET_NAME};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -70,12 +71,14 @@ impl Liveness {
         }
     }
 
-    /// Starts the membership on `tracker` (as soon as a key is found), until `cancel`.
+    /// Starts the membership on `tracker` (as soon as a key is found), until `cancel`; it
+    /// observes its probes' round-trip times into `probe_rtt`.
     pub fn start(
         tracker: &TaskTracker,
         cancel: &CancellationToken,
         client: Client,
         settings: MembershipSettings,
+        probe_rtt: Histogram,
     ) -> Liveness {
         let (live_tx, live) = watch::channel(None);
         let live_tx = Arc::new(live_tx);
@@ -118,6 +121,7 @@ impl Liveness {
                 advertise,
                 secret,
                 timers: settings.timers.clone(),
+                probe_rtt: Some(probe_rtt),
             };
             let (membership, mut members) = match Membership::start(config).await {
                 Ok(started) => started,

@@ -1,10 +1,15 @@
 //! The speaker's Prometheus metrics (prometheus-client), served by [`crate::http`].
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::membership::MembershipStats;
 
@@ -43,6 +48,116 @@ pub struct TransitionLabels {
     pub transition: String,
 }
 
+/// A membership state: `alive` or `suspect`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+/// One Service IP this node announces.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IpLabels {
+    pub ip: String,
+}
+
+/// Upper bounds (seconds) of `membership_probe_rtt_seconds`: LAN round trips from 100 µs, the
+/// default ack timeout (40 ms: a later ack made foca start indirect probes) and the default
+/// probe period (100 ms: the longest a ping waits for its ack to be timed).
+pub const PROBE_RTT_BUCKETS: [f64; 10] = [
+    0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.1,
+];
+
+/// `membership_probe_rtt_seconds`: round-trip times of the membership's direct probes.
+#[derive(Debug, Clone)]
+pub struct ProbeRttHistogram(Histogram);
+
+impl Default for ProbeRttHistogram {
+    fn default() -> Self {
+        ProbeRttHistogram(Histogram::new(PROBE_RTT_BUCKETS))
+    }
+}
+
+impl ProbeRttHistogram {
+    /// A handle on the same histogram, for the membership to observe into.
+    pub fn handle(&self) -> Histogram {
+        self.0.clone()
+    }
+}
+
+/// The per-IP layer2 counters (MetalLB's `metallb_layer2_*{ip}`), for the IPs this node
+/// announces only: a request for another node's IP stays counted per interface. An IP's series
+/// are created at 0 when this node starts announcing it and removed when it stops, so the
+/// cardinality is the announced set; a counter that restarts from 0 when the IP comes back is
+/// what `increase()` and `rate()` expect.
+#[derive(Debug, Clone, Default)]
+pub struct Layer2IpCounters {
+    /// The IPs that have series. Counting and withdrawing both hold it, so a frame counted
+    /// just as its IP is withdrawn cannot bring the removed series back.
+    announced: Arc<Mutex<BTreeSet<IpAddr>>>,
+    requests_received: Family<IpLabels, Counter>,
+    responses_sent: Family<IpLabels, Counter>,
+    gratuitous_sent: Family<IpLabels, Counter>,
+}
+
+impl Layer2IpCounters {
+    fn families(&self) -> [&Family<IpLabels, Counter>; 3] {
+        [
+            &self.requests_received,
+            &self.responses_sent,
+            &self.gratuitous_sent,
+        ]
+    }
+
+    /// This node now announces exactly `ips`: new ones get series at 0, the others lose theirs.
+    pub fn set_announced(&self, ips: impl IntoIterator<Item = IpAddr>) {
+        let now: BTreeSet<IpAddr> = ips.into_iter().collect();
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for gone in announced.difference(&now) {
+            let labels = Metrics::ip(*gone);
+            for family in self.families() {
+                family.remove(&labels);
+            }
+        }
+        for new in now.difference(&announced) {
+            let labels = Metrics::ip(*new);
+            for family in self.families() {
+                // Created at 0, so that `increase()` sees the first frame counted.
+                drop(family.get_or_create(&labels));
+            }
+        }
+        *announced = now;
+    }
+
+    /// An ARP request or Neighbor Solicitation for `ip` arrived.
+    pub fn request_received(&self, ip: IpAddr) {
+        self.count(&self.requests_received, ip);
+    }
+
+    /// An ARP reply or Neighbor Advertisement for `ip` was sent.
+    pub fn response_sent(&self, ip: IpAddr) {
+        self.count(&self.responses_sent, ip);
+    }
+
+    /// A gratuitous ARP or unsolicited NA frame for `ip` was sent.
+    pub fn gratuitous_sent(&self, ip: IpAddr) {
+        self.count(&self.gratuitous_sent, ip);
+    }
+
+    /// Adds one to `ip`'s series of `family` if this node announces `ip`.
+    fn count(&self, family: &Family<IpLabels, Counter>, ip: IpAddr) {
+        let announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if announced.contains(&ip) {
+            family.get_or_create(&Metrics::ip(ip)).inc();
+        }
+    }
+}
+
 /// One BGP session: the BGPPeer's name.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -68,6 +183,11 @@ pub struct Metrics {
     pub gratuitous_sent: Family<IfaceLabels, Counter>,
     /// Received requests not answered, by reason.
     pub dropped: Family<DropLabels, Counter>,
+    /// Requests, responses and gratuitous frames per IP this node announces.
+    pub layer2_ip: Layer2IpCounters,
+    /// Layer2 IPs some node should announce, as this node's decision sees it (an eligible
+    /// node under an L2Advertisement, live or not).
+    pub layer2_ips_expected: Gauge,
     /// IPs this node announces.
     pub ips_owned: Gauge,
     /// Live members (all eligible nodes when membership is off).
@@ -92,6 +212,10 @@ pub struct Metrics {
     pub membership_protocol_errors: Counter,
     /// Membership state transitions this node saw, by kind.
     pub membership_transitions: Family<TransitionLabels, Counter>,
+    /// Live members by state (`alive`, `suspect`), while the membership runs.
+    pub membership_members: Family<StateLabels, Gauge>,
+    /// Round-trip times of the membership's direct probes.
+    pub membership_probe_rtt: ProbeRttHistogram,
     /// 1 while this node's session with the peer is Established.
     pub bgp_session_up: Family<PeerLabels, Gauge>,
     /// Prefixes the peer has from this node.
@@ -138,6 +262,26 @@ impl Metrics {
             "layer2_requests_dropped",
             "Requests not answered, by reason",
             metrics.dropped.clone(),
+        );
+        registry.register(
+            "layer2_ip_requests_received",
+            "ARP requests and Neighbor Solicitations received for an IP this node announces",
+            metrics.layer2_ip.requests_received.clone(),
+        );
+        registry.register(
+            "layer2_ip_responses_sent",
+            "ARP replies and Neighbor Advertisements sent for an IP this node announces",
+            metrics.layer2_ip.responses_sent.clone(),
+        );
+        registry.register(
+            "layer2_ip_gratuitous_sent",
+            "Gratuitous ARP and unsolicited Neighbor Advertisement frames sent for an IP this node announces",
+            metrics.layer2_ip.gratuitous_sent.clone(),
+        );
+        registry.register(
+            "layer2_ips_expected",
+            "Layer2 Service IPs some node should announce, as this node's decision sees it",
+            metrics.layer2_ips_expected.clone(),
         );
         registry.register(
             "layer2_ips_owned",
@@ -198,6 +342,17 @@ impl Metrics {
             "membership_transitions",
             "Membership state transitions seen by this node: up, down, restarted, rejoined",
             metrics.membership_transitions.clone(),
+        );
+        registry.register(
+            "membership_members",
+            "Live speakers by membership state (alive, suspect), this node included",
+            metrics.membership_members.clone(),
+        );
+        registry.register_with_unit(
+            "membership_probe_rtt",
+            "Round-trip time of the membership's direct probes (ping to ack)",
+            Unit::Seconds,
+            metrics.membership_probe_rtt.0.clone(),
         );
         registry.register(
             "bgp_session_up",
@@ -311,6 +466,24 @@ impl Metrics {
         }
     }
 
+    /// Sets `membership_members{state}` from the membership's current counts.
+    pub fn record_membership_states(&self, stats: &MembershipStats) {
+        for (state, members) in [
+            ("alive", stats.members_alive),
+            ("suspect", stats.members_suspect),
+        ] {
+            self.membership_members
+                .get_or_create(&StateLabels {
+                    state: state.to_string(),
+                })
+                .set(i64::try_from(members).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn ip(ip: IpAddr) -> IpLabels {
+        IpLabels { ip: ip.to_string() }
+    }
+
     pub fn peer(peer: &str) -> PeerLabels {
         PeerLabels {
             peer: peer.to_string(),
@@ -354,6 +527,100 @@ mod tests {
         assert!(text.contains("ferrolb_speaker_layer2_responses_sent_total{interface=\"eth0\"} 1"));
         assert!(text.contains("ferrolb_speaker_layer2_ips_owned 2"));
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    }
+
+    fn encoded(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    /// Per-IP series exist exactly for the IPs announced: created at 0, counted only while
+    /// announced, removed on withdrawal, and back at 0 when the IP is taken again.
+    #[test]
+    fn per_ip_layer2_series_follow_the_announced_set() {
+        let (metrics, registry) = Metrics::new();
+        let ours: IpAddr = "192.0.2.100".parse().unwrap();
+        let theirs: IpAddr = "2001:db8:2::100".parse().unwrap();
+        let ip = &metrics.layer2_ip;
+        ip.set_announced([ours]);
+        ip.request_received(ours);
+        ip.request_received(ours);
+        ip.response_sent(ours);
+        // Not announced here: no series appears for it.
+        ip.request_received(theirs);
+        ip.gratuitous_sent(theirs);
+        let text = encoded(&registry);
+        for line in [
+            "ferrolb_speaker_layer2_ip_requests_received_total{ip=\"192.0.2.100\"} 2",
+            "ferrolb_speaker_layer2_ip_responses_sent_total{ip=\"192.0.2.100\"} 1",
+            "ferrolb_speaker_layer2_ip_gratuitous_sent_total{ip=\"192.0.2.100\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("2001:db8:2::100"), "{text}");
+
+        // Withdrawn: its series go, and late frames do not bring them back.
+        ip.set_announced([theirs]);
+        ip.response_sent(ours);
+        ip.gratuitous_sent(theirs);
+        let text = encoded(&registry);
+        assert!(!text.contains("192.0.2.100"), "{text}");
+        assert!(
+            text.lines().any(|l| l
+                == "ferrolb_speaker_layer2_ip_gratuitous_sent_total{ip=\"2001:db8:2::100\"} 1")
+        );
+
+        // Taken again: the counters restart from 0.
+        ip.set_announced([ours, theirs]);
+        let text = encoded(&registry);
+        assert!(text.lines().any(
+            |l| l == "ferrolb_speaker_layer2_ip_requests_received_total{ip=\"192.0.2.100\"} 0"
+        ));
+        ip.set_announced([]);
+        assert!(!encoded(&registry).contains("{ip="));
+    }
+
+    #[test]
+    fn members_by_state_probe_rtt_and_expected_ips_are_exported() {
+        let (metrics, registry) = Metrics::new();
+        metrics.record_membership_states(&MembershipStats {
+            members: 3,
+            members_alive: 2,
+            members_suspect: 1,
+            ..MembershipStats::default()
+        });
+        let rtt = metrics.membership_probe_rtt.handle();
+        rtt.observe(0.000_3);
+        rtt.observe(0.5);
+        metrics.layer2_ips_expected.set(2);
+        let text = encoded(&registry);
+        for line in [
+            "ferrolb_speaker_membership_members{state=\"alive\"} 2",
+            "ferrolb_speaker_membership_members{state=\"suspect\"} 1",
+            "# TYPE ferrolb_speaker_membership_probe_rtt_seconds histogram",
+            "ferrolb_speaker_membership_probe_rtt_seconds_count 2",
+            "ferrolb_speaker_membership_probe_rtt_seconds_bucket{le=\"+Inf\"} 2",
+            "ferrolb_speaker_layer2_ips_expected 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // 300 µs falls in the 500 µs bucket; 0.5 s only in +Inf.
+        let bucket = |le: f64| {
+            text.lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix(
+                        "ferrolb_speaker_membership_probe_rtt_seconds_bucket{le=\"",
+                    )?;
+                    let (bound, count) = rest.split_once("\"} ")?;
+                    Some((bound.parse::<f64>().ok()?, count.parse::<u64>().ok()?))
+                })
+                .find(|(bound, _)| (bound - le).abs() < f64::EPSILON)
+                .map(|(_, count)| count)
+        };
+        assert_eq!(bucket(0.000_2), Some(0));
+        assert_eq!(bucket(0.000_5), Some(1));
+        assert_eq!(bucket(0.1), Some(1));
     }
 
     /// Each pass adds what the membership counted since the last one.

@@ -14,6 +14,17 @@ use ferrolb_tests::l2probe::{self, L2Probe, eventually, manifest};
 
 const PROBES: usize = 4;
 
+/// The value of `series` (a metric name with its labels, as exported) in a `/metrics` text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 #[test]
 fn e2e_layer2_one_owner_answers_and_fails_over() {
     let test = "e2e_layer2_one_owner_answers_and_fails_over";
@@ -78,6 +89,75 @@ fn e2e_layer2_one_owner_answers_and_fails_over() {
             .contains(&format!("ip=\"{v4}\",protocol=\"layer2\"")),
         "{other} exports no announcement of {v4}"
     );
+
+    // Per-IP layer2 counters: the owner's grow with the client's requests; the others have no
+    // series for the IP (they count those requests per interface only).
+    let per_ip = |family: &str, ip: &dyn std::fmt::Display| {
+        format!("ferrolb_speaker_layer2_ip_{family}_total{{ip=\"{ip}\"}}")
+    };
+    let counted = |node: &str, family: &str| sample(&ctx.metrics(node), &per_ip(family, &v4));
+    let requests_before = counted(&owner, "requests_received").expect("owner's request series");
+    let responses_before = counted(&owner, "responses_sent").expect("owner's response series");
+    assert_eq!(
+        ctx.arp_macs(v4, PROBES),
+        BTreeSet::from([owner_mac.clone()])
+    );
+    let asked = PROBES as f64;
+    let requests = counted(&owner, "requests_received").unwrap_or_default();
+    let responses = counted(&owner, "responses_sent").unwrap_or_default();
+    eprintln!(
+        "{owner}: {v4} requests {requests_before} -> {requests}, responses {responses_before} -> {responses}"
+    );
+    assert!(
+        requests >= requests_before + asked,
+        "{PROBES} requests for {v4}"
+    );
+    assert!(
+        responses >= responses_before + asked,
+        "{PROBES} responses for {v4}"
+    );
+    assert!(
+        counted(&owner, "gratuitous_sent").is_some_and(|sent| sent > 0.0),
+        "the owner's takeover burst for {v4} is counted"
+    );
+    for node in nodes.iter().filter(|n| **n != owner) {
+        let metrics = ctx.metrics(node);
+        assert!(
+            !metrics.contains(&format!("{{ip=\"{v4}\"}}")),
+            "{node} has no per-IP series for {v4}:\n{metrics}"
+        );
+    }
+
+    // Every speaker expects the Service's two layer2 IPs to be announced, sees the three
+    // speakers alive, and has timed its membership probes.
+    for node in nodes {
+        let mut metrics = String::new();
+        eventually(
+            &format!("{node}: 2 layer2 IPs expected, 3 members alive, probes timed"),
+            Duration::from_secs(15),
+            || {
+                metrics = ctx.metrics(node);
+                sample(&metrics, "ferrolb_speaker_layer2_ips_expected") == Some(2.0)
+                    && sample(
+                        &metrics,
+                        "ferrolb_speaker_membership_members{state=\"alive\"}",
+                    ) == Some(3.0)
+                    && sample(
+                        &metrics,
+                        "ferrolb_speaker_membership_probe_rtt_seconds_count",
+                    )
+                    .is_some_and(|n| n > 0.0)
+            },
+        );
+        eprintln!(
+            "{node}: probe RTT count {:?}, sum {:?} s",
+            sample(
+                &metrics,
+                "ferrolb_speaker_membership_probe_rtt_seconds_count"
+            ),
+            sample(&metrics, "ferrolb_speaker_membership_probe_rtt_seconds_sum")
+        );
+    }
 
     // The owner told the Service, once per IP it took over.
     eventually(
@@ -147,10 +227,25 @@ spec: {addresses: [192.0.2.240/29]}
         ctx.arp_macs(v4, PROBES),
         BTreeSet::from([ctx.mac_of(target)])
     );
+    // The per-IP series move with the IP: the new owner counts its answers, the old one has
+    // dropped them (they start again from 0 if it takes the IP back).
+    assert!(
+        counted(target, "responses_sent").is_some_and(|n| n >= asked),
+        "{target} counts its answers for {v4}"
+    );
+    eventually(
+        &format!("{owner} drops its per-IP series for {v4}"),
+        Duration::from_secs(10),
+        || counted(&owner, "responses_sent").is_none(),
+    );
     ctx.apply("svc-cluster", &manifest("web", false, &nodes));
     eventually("back to the elected owner", Duration::from_secs(20), || {
         ctx.lab().netlab().arping(&ctx.client_ns(), v4) == Some(owner_mac.clone())
     });
+    assert!(
+        counted(&owner, "responses_sent").is_some_and(|n| n >= 1.0),
+        "{owner} counts {v4} again"
+    );
 
     // 1. The owner's link goes down.
     ctx.prime_neighbour(v4);

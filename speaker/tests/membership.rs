@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferrolb_speaker::membership::{LiveSet, Membership, MembershipConfig, Timers};
+use ferrolb_speaker::membership::{LiveSet, Membership, MembershipConfig, MembershipStats, Timers};
+use ferrolb_speaker::metrics::Metrics;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 const SECRET: &[u8] = b"shared secret from the memberlist Secret";
@@ -30,6 +32,7 @@ async fn start_with(name: &str, secret: &[u8], timers: &Timers) -> Node {
         advertise: "127.0.0.1:0".parse().unwrap(),
         secret: secret.to_vec(),
         timers: timers.clone(),
+        probe_rtt: None,
     })
     .await
     .expect("membership starts");
@@ -125,6 +128,100 @@ async fn three_and_five_members_converge() {
             );
             assert_eq!(stats.auth_failures(), 0, "{stats:?}");
         }
+    }
+}
+
+/// Polls `node`'s stats until `done` holds (at most [`DEADLINE`]); the last stats otherwise.
+async fn stats_until(node: &Node, done: impl Fn(&MembershipStats) -> bool) -> MembershipStats {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let stats = node.handle.stats();
+        if done(&stats) || tokio::time::Instant::now() >= deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The count and sum of `ferrolb_speaker_membership_probe_rtt_seconds` in `registry`.
+fn probe_rtts(registry: &Registry) -> (u64, f64) {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let value = |suffix: &str| {
+        let name = format!("ferrolb_speaker_membership_probe_rtt_seconds_{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name}in\n{text}"))
+    };
+    (value("count") as u64, value("sum"))
+}
+
+/// Every member times its direct probes (ping → ack) into its histogram; each time is at most
+/// a probe period (a ping waits no longer for its ack). With nobody failing, every live member
+/// is alive, none suspect; a member that dies silently is suspect on the others until the
+/// suspicion timeout, which these timers make an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_timed_and_members_counted_by_state() {
+    let timers = without_failure_detection();
+    let mut nodes = Vec::new();
+    let mut registries = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (metrics, registry) = Metrics::new();
+        let (handle, live) = Membership::start(MembershipConfig {
+            node: name.to_string(),
+            bind: "127.0.0.1:0".parse().unwrap(),
+            advertise: "127.0.0.1:0".parse().unwrap(),
+            secret: SECRET.to_vec(),
+            timers: timers.clone(),
+            probe_rtt: Some(metrics.membership_probe_rtt.handle()),
+        })
+        .await
+        .expect("membership starts");
+        nodes.push(Node {
+            name: name.to_string(),
+            handle,
+            live,
+        });
+        registries.push(registry);
+    }
+    let seeds = seeds(&nodes);
+    for node in &nodes {
+        node.handle.set_seeds(seeds.clone());
+    }
+    all_see(&nodes, &names(&nodes)).await;
+    for (node, registry) in nodes.iter().zip(&registries) {
+        let stats = stats_until(node, |s| s.members_alive == 3 && s.members_suspect == 0).await;
+        assert_eq!(
+            (stats.members_alive, stats.members_suspect),
+            (3, 0),
+            "{}: {stats:?}",
+            node.name
+        );
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while probe_rtts(registry).0 == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (count, sum) = probe_rtts(registry);
+        assert!(count > 0, "{} timed no probe", node.name);
+        eprintln!(
+            "{}: {count} probes timed, mean {:.0} µs",
+            node.name,
+            sum / count as f64 * 1e6
+        );
+        let longest = timers.probe_period.as_secs_f64() * count as f64;
+        assert!(sum <= longest, "{}: {count} probes took {sum} s", node.name);
+    }
+
+    let dead = nodes.remove(2);
+    drop(dead.handle); // no leave: its pings go unanswered
+    for node in &nodes {
+        let stats = stats_until(node, |s| s.members_suspect == 1).await;
+        assert_eq!(
+            (stats.members_alive, stats.members_suspect, stats.members),
+            (2, 1, 3),
+            "{} suspects c, which stays live until the suspicion timeout: {stats:?}",
+            node.name
+        );
     }
 }
 
@@ -280,6 +377,7 @@ async fn any_start_order_converges() {
         advertise: b_addr,
         secret: SECRET.to_vec(),
         timers: Timers::default(),
+        probe_rtt: None,
     })
     .await
     .expect("b starts on the reserved port");
@@ -349,6 +447,7 @@ async fn partition_heals() {
             advertise: relay.addr,
             secret: SECRET.to_vec(),
             timers: Timers::default(),
+            probe_rtt: None,
         })
         .await
         .expect("member starts on the reserved port");

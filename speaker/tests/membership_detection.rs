@@ -38,6 +38,7 @@ async fn start(name: &str) -> Member {
         advertise: "127.0.0.1:0".parse().unwrap(),
         secret: SECRET.to_vec(),
         timers: Timers::default(),
+        probe_rtt: None,
     })
     .await
     .expect("membership starts")

@@ -133,6 +133,13 @@ impl Layer2Announcer {
         for (ip, on) in announced {
             table.announce(*ip, Interfaces::Only(on.clone()));
         }
+        // Before the responder answers for a new IP, so that its first answers are counted.
+        self.metrics.layer2_ip.set_announced(
+            announced
+                .iter()
+                .filter(|(_, on)| !on.is_empty())
+                .map(|(ip, _)| *ip),
+        );
         for (name, sockets) in &mut self.ifaces {
             let macs = table.solicited_node_macs(name);
             for mac in macs.difference(&sockets.joined) {
@@ -193,6 +200,7 @@ impl Layer2Announcer {
             Err(poisoned) => poisoned.into_inner().set_table(AnnounceTable::new()),
         }
         self.metrics.ips_owned.set(0);
+        self.metrics.layer2_ip.set_announced([]);
     }
 
     fn open(&self, name: &str) -> std::io::Result<IfaceSockets> {
@@ -252,6 +260,7 @@ impl Layer2Announcer {
                                         .gratuitous_sent
                                         .get_or_create(&Metrics::iface(&name))
                                         .inc();
+                                    metrics.layer2_ip.gratuitous_sent(ip);
                                 }
                                 Err(err) => {
                                     warn!(%ip, iface = %name, error = %err, "gratuitous send failed");
@@ -300,14 +309,20 @@ async fn answer_loop(
         let Some(frame) = buf.get(..len) else {
             continue;
         };
-        let reply = match responder.read() {
-            Ok(responder) => responder.answer(&iface, frame),
-            Err(poisoned) => poisoned.into_inner().answer(&iface, frame),
+        let response = match responder.read() {
+            Ok(responder) => responder.respond(&iface, frame),
+            Err(poisoned) => poisoned.into_inner().respond(&iface, frame),
         };
-        match reply {
+        if let Some(ip) = response.announced_target {
+            metrics.layer2_ip.request_received(ip);
+        }
+        match response.reply {
             Ok(reply) => match socket.send(&reply).await {
                 Ok(()) => {
                     metrics.responses_sent.get_or_create(&labels).inc();
+                    if let Some(ip) = response.announced_target {
+                        metrics.layer2_ip.response_sent(ip);
+                    }
                 }
                 Err(err) => warn!(iface = %iface.name, error = %err, "layer2 reply failed"),
             },

@@ -36,6 +36,10 @@ pub struct Plan {
     pub owners: BTreeMap<IpAddr, Option<NodeName>>,
     /// Why this node does not announce a layer2 IP.
     pub skipped: BTreeMap<IpAddr, SkipReason>,
+    /// The layer2 IPs some node should announce: those with at least one eligible node, live
+    /// or not (an IP whose eligible nodes are all down is expected and announced by nobody,
+    /// which is what an alert comparing this with the announced IPs should catch).
+    pub expected: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -129,6 +133,11 @@ pub fn plan(
 
     let mut result = Plan {
         owners: owners.clone(),
+        expected: candidates
+            .iter()
+            .filter(|(_, eligible)| !eligible.is_empty())
+            .map(|(ip, _)| *ip)
+            .collect(),
         ..Plan::default()
     };
     for (ip, services) in &per_ip {
@@ -316,6 +325,33 @@ mod tests {
         assert_ne!(first, second);
         let nobody = run(&v, "node1", &|_: &str| false);
         assert_eq!(nobody.skipped.get(&ip), Some(&SkipReason::NoLiveCandidate));
+    }
+
+    /// `expected`: every layer2 IP with an eligible node, whether or not that node is live or
+    /// is this one; not an IP without eligible nodes, nor one no L2Advertisement covers.
+    #[test]
+    fn expected_ips_are_those_some_eligible_node_should_announce() {
+        let v = view_with(
+            &l2_ads(&["{ipAddressPools: [lan]}"]),
+            vec![
+                service("web", &["192.0.2.241", "2001:db8:2::241"], &NODES),
+                // No serving endpoint anywhere: no node is eligible.
+                service("idle", &["192.0.2.242"], &[]),
+                // In the pool no L2Advertisement selects: not a layer2 IP at all.
+                service("bgp-only", &["203.0.113.129"], &NODES),
+            ],
+        );
+        let web: BTreeSet<IpAddr> = ["192.0.2.241", "2001:db8:2::241"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        for node in NODES {
+            assert_eq!(run(&v, node, &AllLive).expected, web, "{node}");
+        }
+        // With every eligible node down, nobody announces the IPs, yet they are expected.
+        let nobody = run(&v, "node1", &|_: &str| false);
+        assert_eq!(nobody.expected, web);
+        assert!(nobody.announce.is_empty());
     }
 
     #[test]

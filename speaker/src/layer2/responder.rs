@@ -155,6 +155,34 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// What [`Responder::respond`] made of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The IP asked about, when the frame is a valid request for an IP this node announces
+    /// (on this interface or another: then `reply` is [`DropReason::WrongInterface`]); `None`
+    /// for any other frame, so that per-IP counting stays bounded by the announced IPs.
+    pub announced_target: Option<IpAddr>,
+    /// The reply frame, or why there is none.
+    pub reply: Result<Vec<u8>, DropReason>,
+}
+
+impl Response {
+    fn new(target: IpAddr, reply: Result<Vec<u8>, DropReason>) -> Response {
+        let announced = !matches!(reply, Err(DropReason::NotOwner));
+        Response {
+            announced_target: announced.then_some(target),
+            reply,
+        }
+    }
+
+    fn dropped(reason: DropReason) -> Response {
+        Response {
+            announced_target: None,
+            reply: Err(reason),
+        }
+    }
+}
+
 /// Answers ARP requests and Neighbor Solicitations for the IPs of an [`AnnounceTable`].
 #[derive(Debug, Clone, Default)]
 pub struct Responder {
@@ -176,22 +204,38 @@ impl Responder {
 
     /// The reply frame for `frame` received on `iface`, or why there is none.
     pub fn answer(&self, iface: &IfaceInfo, frame: &[u8]) -> Result<Vec<u8>, DropReason> {
-        let frame = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
+        self.respond(iface, frame).reply
+    }
+
+    /// [`Self::answer`], and which announced IP the frame asked about.
+    pub fn respond(&self, iface: &IfaceInfo, frame: &[u8]) -> Response {
+        let Ok(frame) = EthernetFrame::new_checked(frame) else {
+            return Response::dropped(DropReason::Malformed);
+        };
         let dst = frame.dst_addr();
         if !dst.is_multicast() && dst != iface.mac {
-            return Err(DropReason::NotForUs);
+            return Response::dropped(DropReason::NotForUs);
         }
         if !frame.src_addr().is_unicast() {
-            return Err(DropReason::InvalidSender);
+            return Response::dropped(DropReason::InvalidSender);
         }
-        match frame.ethertype() {
+        let request = match frame.ethertype() {
             EtherType::Arp => self.answer_arp(iface, frame.payload()),
             EtherType::Ipv6 => self.answer_solicit(iface, frame.src_addr(), frame.payload()),
             EtherType::Ipv4 | EtherType::Unknown(_) => Err(DropReason::NotRequest),
+        };
+        match request {
+            Ok((target, reply)) => Response::new(target, reply),
+            Err(reason) => Response::dropped(reason),
         }
     }
 
-    fn answer_arp(&self, iface: &IfaceInfo, payload: &[u8]) -> Result<Vec<u8>, DropReason> {
+    /// A valid ARP request's target and what to do with it; `Err` for frames that are not one.
+    fn answer_arp(
+        &self,
+        iface: &IfaceInfo,
+        payload: &[u8],
+    ) -> Result<(IpAddr, Result<Vec<u8>, DropReason>), DropReason> {
         let packet = ArpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
         let request = ArpRepr::parse(&packet).map_err(|_| DropReason::Malformed)?;
         if request.operation != ArpOperation::Request {
@@ -203,14 +247,16 @@ impl Responder {
         if request.sender_ip == request.target_ip {
             return Err(DropReason::Gratuitous);
         }
-        self.table
-            .check(IpAddr::V4(request.target_ip), &iface.name)?;
-        Ok(build::arp_reply(
-            iface.mac,
-            request.target_ip,
-            request.sender_mac,
-            request.sender_ip,
-        ))
+        let target = IpAddr::V4(request.target_ip);
+        let reply = self.table.check(target, &iface.name).map(|()| {
+            build::arp_reply(
+                iface.mac,
+                request.target_ip,
+                request.sender_mac,
+                request.sender_ip,
+            )
+        });
+        Ok((target, reply))
     }
 
     fn answer_solicit(
@@ -218,7 +264,7 @@ impl Responder {
         iface: &IfaceInfo,
         frame_src: Mac,
         payload: &[u8],
-    ) -> Result<Vec<u8>, DropReason> {
+    ) -> Result<(IpAddr, Result<Vec<u8>, DropReason>), DropReason> {
         let packet = Ipv6Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
         let ip = Ipv6Repr::parse(&packet).map_err(|_| DropReason::Malformed)?;
         if ip.next_header != NEXT_HEADER_ICMPV6 {
@@ -250,14 +296,11 @@ impl Responder {
         if !soliciter_mac.is_unicast() {
             return Err(DropReason::InvalidSender);
         }
-        self.table.check(IpAddr::V6(target), &iface.name)?;
-        Ok(build::solicited_na(
-            iface.mac,
-            target,
-            ip.src_addr,
-            soliciter_mac,
-            true,
-        ))
+        let reply = self
+            .table
+            .check(IpAddr::V6(target), &iface.name)
+            .map(|()| build::solicited_na(iface.mac, target, ip.src_addr, soliciter_mac, true));
+        Ok((IpAddr::V6(target), reply))
     }
 }
 
@@ -357,6 +400,39 @@ mod test {
                 target_ip: CLIENT4,
             }
         );
+    }
+
+    /// `announced_target` names the IP only for valid requests for an IP this node announces,
+    /// so the per-IP counters cannot grow a series for anything else.
+    #[test]
+    fn the_announced_target_is_named_only_for_requests_for_our_ips() {
+        let r = responder();
+        let on_eth0 = |frame: &[u8]| r.respond(&eth0(), frame);
+        let answered = on_eth0(&arp_request(Mac::BROADCAST, VIP4));
+        assert_eq!(answered.announced_target, Some(IpAddr::V4(VIP4)));
+        assert!(answered.reply.is_ok());
+        let v6 = on_eth0(&multicast_ns(Some(CLIENT_MAC)));
+        assert_eq!(v6.announced_target, Some(IpAddr::V6(vip6())));
+        assert!(v6.reply.is_ok());
+        // Ours, but announced on eth1 only: asked about, not answered here.
+        let elsewhere = on_eth0(&arp_request(Mac::BROADCAST, OTHER4));
+        assert_eq!(elsewhere.announced_target, Some(IpAddr::V4(OTHER4)));
+        assert_eq!(elsewhere.reply, Err(DropReason::WrongInterface));
+        // Another node's IP, someone's gratuitous announcement, a frame to another MAC.
+        let unowned = Ipv4Addr::new(192, 0, 2, 250);
+        let other_mac = Mac([0x02, 0, 0, 0, 0, 0x99]);
+        for (frame, reason) in [
+            (arp_request(Mac::BROADCAST, unowned), DropReason::NotOwner),
+            (
+                gratuitous_arp(CLIENT_MAC, VIP4, GratuitousArpForm::Request),
+                DropReason::Gratuitous,
+            ),
+            (arp_request(other_mac, VIP4), DropReason::NotForUs),
+        ] {
+            let response = on_eth0(&frame);
+            assert_eq!(response.announced_target, None, "{reason}");
+            assert_eq!(response.reply, Err(reason));
+        }
     }
 
     #[test]

@@ -125,6 +125,7 @@ async fn member(
         advertise: "127.0.0.1:0".parse().expect("address"),
         secret: b"false-positive soak".to_vec(),
         timers,
+        probe_rtt: None,
     })
     .await
     .expect("membership starts");

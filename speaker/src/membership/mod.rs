@@ -8,13 +8,15 @@
 //!
 //! Layout: [`identity`] (who a speaker is: name + address + boot id), [`auth`] (datagram
 //! sealing, replay window: pure), [`transport`] (the one task that owns the socket, the foca
-//! instance and its timers). [`Membership`] is the handle; dropping it stops the task without
+//! instance and its timers), [`probe_rtt`] (timing our probes from foca's headers: pure).
+//! [`Membership`] is the handle; dropping it stops the task without
 //! telling anyone (a silent death), [`Membership::leave`] tells the others first.
 
 pub mod auth;
 #[cfg(test)]
 mod false_positives;
 pub mod identity;
+mod probe_rtt;
 mod transport;
 
 use std::collections::BTreeSet;
@@ -22,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use identity::SpeakerId;
@@ -118,13 +121,21 @@ pub struct MembershipConfig {
     pub secret: Vec<u8>,
     /// Protocol timers.
     pub timers: Timers,
+    /// Observes the round-trip time of every direct probe (our `Ping` → the peer's `Ack`), in
+    /// seconds; `None`: not measured. See `probe_rtt` for how it is measured.
+    pub probe_rtt: Option<Histogram>,
 }
 
-/// Counters since start (monotonic).
+/// Counters since start (monotonic), and the current member counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MembershipStats {
     /// Live members, ourselves included.
     pub members: usize,
+    /// Of the live members, those foca holds as alive, ourselves included (a gauge).
+    pub members_alive: usize,
+    /// Of the live members, those suspected of being down that have not refuted it yet (a
+    /// gauge; a suspicion lasts at most the suspicion timeout).
+    pub members_suspect: usize,
     /// Datagrams received that passed authentication.
     pub datagrams_in: u64,
     /// Datagrams sent.

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams};
+use foca::{
+    AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams, State,
+};
+use prometheus_client::metrics::histogram::Histogram;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::UdpSocket;
@@ -20,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::auth::{AuthError, AuthKey, HEADER_LEN, Opener, Sealer, TAG_LEN};
+use super::probe_rtt::{self, PENDING_CAPACITY, PendingProbes};
 use super::{Command, LiveSet, MembershipConfig, MembershipStats, SpeakerId, Timers};
 
 /// Largest foca payload; with the auth overhead a datagram stays below 1472 bytes (no IP
@@ -43,6 +47,10 @@ pub(super) struct Counters {
     members_down: AtomicU64,
     members_restarted: AtomicU64,
     rejoins: AtomicU64,
+    /// Gauges, not counters: the members foca holds as alive / suspect right now (ourselves
+    /// not included), stored after every protocol step.
+    members_alive: AtomicU64,
+    members_suspect: AtomicU64,
 }
 
 impl Counters {
@@ -61,8 +69,12 @@ impl Counters {
 
     pub(super) fn snapshot(&self) -> MembershipStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let count = |c: &AtomicU64| usize::try_from(get(c)).unwrap_or(usize::MAX);
         MembershipStats {
             members: 0,
+            // We are alive as far as we know: foca never lists its own identity.
+            members_alive: count(&self.members_alive).saturating_add(1),
+            members_suspect: count(&self.members_suspect),
             datagrams_in: get(&self.datagrams_in),
             datagrams_out: get(&self.datagrams_out),
             rejected_malformed: get(&self.rejected_malformed),
@@ -169,6 +181,10 @@ pub(super) struct Task {
     rejoins: watch::Sender<u64>,
     counters: Arc<Counters>,
     send_buf: Vec<u8>,
+    /// Our pings waiting for their ack, to time the round trip.
+    probes: PendingProbes,
+    /// Where the round-trip times go (`None`: not measured, nothing is decoded).
+    probe_rtt: Option<Histogram>,
 }
 
 impl Task {
@@ -209,6 +225,9 @@ impl Task {
             rejoins,
             counters,
             send_buf: Vec::with_capacity(HEADER_LEN + MAX_PAYLOAD + TAG_LEN),
+            // A ping unanswered after a probe period belongs to a probe foca has given up.
+            probes: PendingProbes::new(PENDING_CAPACITY, cfg.timers.probe_period),
+            probe_rtt: cfg.probe_rtt.clone(),
         }
     }
 
@@ -223,7 +242,13 @@ impl Task {
         }
     }
 
-    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// Authenticates a datagram received at `received_at` and hands it to foca.
+    fn handle_datagram(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        received_at: std::time::Instant,
+    ) {
         let payload = match self.opener.open(datagram, unix_ms()) {
             Ok(payload) => payload,
             Err(why) => {
@@ -233,6 +258,13 @@ impl Task {
             }
         };
         Counters::bump(&self.counters.datagrams_in);
+        // Authenticated, so an ack that matches one of our pings is genuine.
+        if let Some(histogram) = &self.probe_rtt
+            && let Some((peer, probe)) = probe_rtt::incoming_ack(payload)
+            && let Some(rtt) = self.probes.ack_received(peer, probe, received_at)
+        {
+            histogram.observe(rtt.as_secs_f64());
+        }
         if let Err(error) = self.foca.handle_data(payload, &mut self.runtime) {
             Counters::bump(&self.counters.protocol_errors);
             tracing::debug!(%from, %error, "membership: datagram refused by the protocol");
@@ -269,8 +301,16 @@ impl Task {
     async fn drain(&mut self) {
         while let Some((to, payload)) = self.runtime.to_send() {
             self.sealer.seal(&payload, unix_ms(), &mut self.send_buf);
+            let sent_at = std::time::Instant::now();
             match self.socket.send_to(&self.send_buf, to.addr).await {
-                Ok(_) => Counters::bump(&self.counters.datagrams_out),
+                Ok(_) => {
+                    Counters::bump(&self.counters.datagrams_out);
+                    if self.probe_rtt.is_some()
+                        && let Some((peer, probe)) = probe_rtt::outgoing_ping(&payload)
+                    {
+                        self.probes.ping_sent(peer, probe, sent_at);
+                    }
+                }
                 Err(error) => {
                     Counters::bump(&self.counters.send_errors);
                     tracing::debug!(to = %to.addr, %error, "membership: send failed");
@@ -315,6 +355,18 @@ impl Task {
                 OwnedNotification::Active | OwnedNotification::Idle => {}
             }
         }
+        let (mut alive, mut suspect) = (0u64, 0u64);
+        for member in self.foca.iter_members() {
+            match member.state() {
+                State::Alive => alive += 1,
+                State::Suspect => suspect += 1,
+                State::Down => {}
+            }
+        }
+        self.counters.members_alive.store(alive, Ordering::Relaxed);
+        self.counters
+            .members_suspect
+            .store(suspect, Ordering::Relaxed);
         let mut live: LiveSet = self
             .foca
             .iter_members()
@@ -354,7 +406,9 @@ pub(super) async fn run(mut task: Task) {
                 }
             },
             received = task.socket.recv_from(&mut recv_buf) => match received {
-                Ok((len, from)) => task.handle_datagram(&recv_buf[..len], from),
+                Ok((len, from)) => {
+                    task.handle_datagram(&recv_buf[..len], from, std::time::Instant::now());
+                }
                 // ICMP errors surface here on some systems; they say nothing about membership.
                 Err(error) => tracing::debug!(%error, "membership: receive failed"),
             },
