@@ -515,6 +515,84 @@ mod tests {
     use super::*;
 
     #[test]
+    fn operations_page_documents_every_metric() {
+        // Families without a sample are not encoded: give each one a sample.
+        let (m, registry) = Metrics::new();
+        let eth0 = Metrics::iface("eth0");
+        let ip: IpAddr = "192.0.2.100".parse().unwrap();
+        for family in [&m.requests_received, &m.responses_sent, &m.gratuitous_sent] {
+            family.get_or_create(&eth0).inc();
+        }
+        m.dropped
+            .get_or_create(&DropLabels {
+                interface: "eth0".to_string(),
+                reason: "malformed".to_string(),
+            })
+            .inc();
+        m.layer2_ip.set_announced([ip]);
+        m.announced
+            .get_or_create(&AnnouncedLabels {
+                service: "ns/web".to_string(),
+                ip: ip.to_string(),
+                protocol: "layer2".to_string(),
+                node: "node1".to_string(),
+            })
+            .set(1);
+        m.membership_datagrams_rejected
+            .get_or_create(&Metrics::reason("bad_tag"))
+            .inc();
+        m.bfd_packets_dropped
+            .get_or_create(&Metrics::reason("ttl"))
+            .inc();
+        m.record_membership(&MembershipStats::default(), &MembershipStats::default());
+        m.record_membership_states(&MembershipStats::default());
+        let peer = Metrics::peer("router");
+        for gauge in [
+            &m.bgp_session_up,
+            &m.bgp_prefixes_advertised,
+            &m.bfd_session_up,
+        ] {
+            gauge.get_or_create(&peer).set(1);
+        }
+        for counter in [
+            &m.bgp_session_flaps,
+            &m.bfd_session_state_changes,
+            &m.bfd_control_packets_sent,
+            &m.bfd_control_packets_received,
+        ] {
+            counter.get_or_create(&peer).inc();
+        }
+        for messages in [&m.bgp_messages_sent, &m.bgp_messages_received] {
+            messages
+                .get_or_create(&Metrics::message("router", "open"))
+                .inc();
+        }
+        let exported = ferrolb_crds::metrics_doc::exported(&encoded(&registry));
+        let registered = include_str!("metrics.rs")
+            .matches(concat!("registry", ".register"))
+            .count();
+        let ours = exported
+            .keys()
+            .filter(|name| name.starts_with("ferrolb_speaker_"));
+        assert_eq!(ours.count(), registered, "give every family a sample above");
+
+        let page = include_str!("../../docs/operations.md");
+        let mut documented = ferrolb_crds::metrics_doc::documented(
+            page,
+            "### Speaker (prefix `ferrolb_speaker_`, `speaker/src/metrics.rs`)",
+        );
+        documented.extend(ferrolb_crds::metrics_doc::documented(
+            page,
+            "### Both binaries: process metrics (`crds/src/process_metrics.rs`)",
+        ));
+        assert_eq!(
+            documented, exported,
+            "docs/operations.md's speaker and process tables must list exactly what the \
+             speaker exports, with the same types"
+        );
+    }
+
+    #[test]
     fn encodes_with_prefix_and_labels() {
         let (metrics, registry) = Metrics::new();
         metrics
