@@ -1,6 +1,8 @@
 //! Writes to Services: `status.loadBalancer.ingress`, the `ip-allocated-from-pool` annotation and
 //! the `ferrolb.io/AddressAssigned` condition.
 
+use std::net::IpAddr;
+
 use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -9,7 +11,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use crate::allocator::{Assignment, ServiceKey};
+use crate::allocator::ServiceKey;
 
 /// Field manager of the controller's writes.
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
@@ -26,45 +28,105 @@ pub fn allocated_pool(service: &Service) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Writes the assignment: the annotation first, so that whoever sees the address also sees its
-/// pool.
-pub async fn apply(
+/// Sets (`Some`) or removes (`None`) the pool annotation when it differs, and returns the
+/// Service as the API server has it afterwards (the given one when nothing was written), so that
+/// a status write that follows carries the current resourceVersion. On an assignment it is
+/// written first, so whoever sees the address also sees its pool.
+pub async fn set_pool_annotation(
     api: &Api<Service>,
     key: &ServiceKey,
-    assignment: &Assignment,
+    service: &Service,
+    pool: Option<&str>,
+) -> Result<Service, kube::Error> {
+    if allocated_pool(service) == pool {
+        return Ok(service.clone());
+    }
+    let annotation = json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}}});
+    api.patch(
+        &key.name,
+        &PatchParams::default(),
+        &Patch::Merge(&annotation),
+    )
+    .await
+}
+
+/// What a status write does with `status.loadBalancer.ingress`.
+#[derive(Clone, Copy, Debug)]
+pub enum Ingress<'a> {
+    Keep,
+    Set(&'a [IpAddr]),
+    Clear,
+}
+
+/// The one status patch that sets the ingress addresses and our condition (`None`: remove it),
+/// or `None` when neither changes.
+///
+/// A merge patch replaces the whole `conditions` list, so other controllers' conditions are
+/// carried over from `base`, and the patch carries `base`'s resourceVersion: if anything wrote
+/// the Service since, the patch fails with a conflict (retried at once, see `error_policy`)
+/// instead of losing their change.
+pub fn status_patch(
+    base: &Service,
+    ingress: Ingress<'_>,
+    condition: Option<&AddressCondition>,
+    now: Time,
+) -> Option<serde_json::Value> {
+    let existing = address_condition(base);
+    let replacement = match condition {
+        Some(desired) => {
+            condition_update(existing, desired, base.metadata.generation, now).map(Some)
+        }
+        None => existing.is_some().then_some(None),
+    };
+    let mut status = serde_json::Map::new();
+    match ingress {
+        Ingress::Keep => {}
+        Ingress::Set(ips) => {
+            let ingress: Vec<_> = ips
+                .iter()
+                .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                .collect();
+            status.insert("loadBalancer".into(), json!({"ingress": ingress}));
+        }
+        Ingress::Clear => {
+            status.insert("loadBalancer".into(), json!({"ingress": null}));
+        }
+    }
+    if let Some(ours) = replacement {
+        let mut conditions: Vec<Condition> = base
+            .status
+            .as_ref()
+            .and_then(|status| status.conditions.clone())
+            .unwrap_or_default();
+        conditions.retain(|c| c.type_ != ADDRESS_ASSIGNED_CONDITION);
+        conditions.extend(ours);
+        status.insert("conditions".into(), json!(conditions));
+    }
+    (!status.is_empty()).then(|| {
+        json!({
+            "metadata": {"resourceVersion": base.metadata.resource_version},
+            "status": status,
+        })
+    })
+}
+
+/// Now, as a condition time (conditions serialise with second precision: rounded, so that a
+/// re-read compares equal).
+pub fn now() -> Time {
+    let now = jiff::Timestamp::now();
+    Time(now.round(jiff::Unit::Second).unwrap_or(now))
+}
+
+/// Sends a patch made by [`status_patch`].
+pub async fn send_status(
+    api: &Api<Service>,
+    key: &ServiceKey,
+    patch: &serde_json::Value,
 ) -> Result<(), kube::Error> {
-    let params = PatchParams::default();
-    let annotation =
-        json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: assignment.pool}}});
-    api.patch(&key.name, &params, &Patch::Merge(&annotation))
-        .await?;
-    let ingress: Vec<_> = assignment
-        .ips
-        .iter()
-        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-        .collect();
-    let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-    api.patch_status(&key.name, &params, &Patch::Merge(&status))
+    api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
         .await?;
     Ok(())
 }
-
-/// Removes the ingress addresses and the annotation.
-pub async fn clear(api: &Api<Service>, key: &ServiceKey) -> Result<(), kube::Error> {
-    let params = PatchParams::default();
-    let status = json!({"status": {"loadBalancer": {"ingress": null}}});
-    api.patch_status(&key.name, &params, &Patch::Merge(&status))
-        .await?;
-    let annotation = json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: null}}});
-    api.patch(&key.name, &params, &Patch::Merge(&annotation))
-        .await?;
-    Ok(())
-}
-
-/// The field manager of the `ferrolb.io/AddressAssigned` condition. A server-side apply under
-/// its own manager owns that one entry of `status.conditions` (a list keyed by `type`), so other
-/// controllers' conditions are left alone and no other field of ours can be dropped by it.
-pub const CONDITION_MANAGER: &str = "ferrolb-controller/conditions";
 
 pub use ferrolb_crds::cluster::ADDRESS_ASSIGNED_CONDITION;
 
@@ -138,66 +200,6 @@ pub fn condition_update(
     })
 }
 
-fn apply_conditions(key: &ServiceKey, conditions: Vec<Condition>) -> serde_json::Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": key.name, "namespace": key.namespace},
-        "status": {"conditions": conditions},
-    })
-}
-
-/// Sets `ferrolb.io/AddressAssigned` when it changed. Returns whether it wrote.
-pub async fn set_condition(
-    api: &Api<Service>,
-    key: &ServiceKey,
-    service: &Service,
-    desired: &AddressCondition,
-) -> Result<bool, kube::Error> {
-    // Conditions serialise with second precision; round so a re-read compares equal.
-    let now = Time(
-        jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_else(|_| jiff::Timestamp::now()),
-    );
-    let Some(condition) = condition_update(
-        address_condition(service),
-        desired,
-        service.metadata.generation,
-        now,
-    ) else {
-        return Ok(false);
-    };
-    let params = PatchParams::apply(CONDITION_MANAGER).force();
-    api.patch_status(
-        &key.name,
-        &params,
-        &Patch::Apply(&apply_conditions(key, vec![condition])),
-    )
-    .await?;
-    Ok(true)
-}
-
-/// Removes our condition (the Service is not ours any more): applying no entry under our
-/// manager drops the one it owned.
-pub async fn remove_condition(
-    api: &Api<Service>,
-    key: &ServiceKey,
-    service: &Service,
-) -> Result<(), kube::Error> {
-    if address_condition(service).is_none() {
-        return Ok(());
-    }
-    let params = PatchParams::apply(CONDITION_MANAGER).force();
-    api.patch_status(
-        &key.name,
-        &params,
-        &Patch::Apply(&apply_conditions(key, Vec::new())),
-    )
-    .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +241,49 @@ mod tests {
         let flipped = condition_update(Some(&reworded), &assigned, Some(1), at(30)).unwrap();
         assert_eq!(flipped.status, "True");
         assert_eq!(flipped.last_transition_time, at(30));
+    }
+
+    #[test]
+    fn one_patch_carries_ingress_condition_and_resource_version_and_keeps_other_conditions() {
+        let base: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "resourceVersion": "42", "generation": 3},
+            "status": {"conditions": [{
+                "type": "example.com/Other", "status": "True", "reason": "Theirs",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        }))
+        .unwrap();
+        let ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let assigned = AddressCondition {
+            assigned: true,
+            reason: "Assigned",
+            message: "assigned [192.0.2.1] from pool a".to_string(),
+        };
+        let patch = status_patch(&base, Ingress::Set(&ips), Some(&assigned), at(10)).unwrap();
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(
+            patch["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "192.0.2.1"
+        );
+        let conditions = patch["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0]["type"], "example.com/Other");
+        assert_eq!(conditions[1]["type"], ADDRESS_ASSIGNED_CONDITION);
+        assert_eq!(conditions[1]["observedGeneration"], 3);
+
+        // Written back: the same state writes nothing, removal drops only ours.
+        let mut written = base.clone();
+        written.status.as_mut().unwrap().conditions =
+            Some(serde_json::from_value(patch["status"]["conditions"].clone()).unwrap());
+        assert_eq!(
+            status_patch(&written, Ingress::Keep, Some(&assigned), at(20)),
+            None
+        );
+        let removed = status_patch(&written, Ingress::Clear, None, at(20)).unwrap();
+        assert_eq!(removed["status"]["loadBalancer"]["ingress"], json!(null));
+        let left = removed["status"]["conditions"].as_array().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["type"], "example.com/Other");
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Error::Kube(_) => "kube",
             Error::NotLeader => "not_leader",
         }
@@ -217,6 +218,11 @@ fn error_policy(
         .inc();
     match error {
         Error::NotLeader => kube::runtime::controller::Action::await_change(),
+        // A status write raced another write of the Service (its resourceVersion moved): the
+        // watch brings the newer object within moments; try again with it almost at once.
+        Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
+            kube::runtime::controller::Action::requeue(Duration::from_millis(200))
+        }
         Error::Kube(_) => kube::runtime::controller::Action::requeue(Duration::from_secs(5)),
     }
 }

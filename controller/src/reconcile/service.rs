@@ -17,7 +17,7 @@ use super::{Context, Error, lock, object_reference};
 use crate::allocator::{AllocError, AllocRequest, PoolRejection, ServiceKey};
 use crate::metrics::{FailureLabels, PoolLabel};
 use crate::request::{RequestError, deprecated_annotations, is_handled, service_key};
-use crate::status;
+use crate::status::{self, Ingress};
 
 /// Why a Service has no address.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,22 @@ impl Failure {
             _ => "InvalidRequest",
         }
     }
+}
+
+/// Writes the Service's status when it changes (see [`status::status_patch`]), as the leader.
+async fn write_status(
+    ctx: &Context,
+    api: &Api<Service>,
+    key: &ServiceKey,
+    base: &Service,
+    ingress: Ingress<'_>,
+    condition: Option<&status::AddressCondition>,
+) -> Result<(), Error> {
+    if let Some(patch) = status::status_patch(base, ingress, condition, status::now()) {
+        ctx.ensure_leader()?;
+        status::send_status(api, key, &patch).await?;
+    }
+    Ok(())
 }
 
 /// The condition of a Service that cannot get an address yet because no configuration is valid.
@@ -118,7 +134,8 @@ async fn reconcile_service(
     let Some(config) = ctx.config() else {
         // No valid configuration yet: reconcile_all runs when one arrives.
         if is_handled(service, ctx.options.lb_class.as_deref()) && ctx.is_leader() {
-            status::set_condition(&api, &key, service, &no_configuration()).await?;
+            let condition = no_configuration();
+            write_status(ctx, &api, &key, service, Ingress::Keep, Some(&condition)).await?;
         }
         return Ok(Action::await_change());
     };
@@ -130,14 +147,14 @@ async fn reconcile_service(
         lock(&ctx.pending).remove(&key);
         lock(&ctx.last_failure).remove(&key);
         ctx.mark_pools_dirty();
-        if status::address_condition(service).is_some() {
+        // Only clear addresses we wrote (another implementation may own this Service); our
+        // condition goes in any case.
+        let ours = !released.is_empty() || status::allocated_pool(service).is_some();
+        let ingress = if ours { Ingress::Clear } else { Ingress::Keep };
+        write_status(ctx, &api, &key, service, ingress, None).await?;
+        if ours {
             ctx.ensure_leader()?;
-            status::remove_condition(&api, &key, service).await?;
-        }
-        // Only clear a status we wrote (another implementation may own this Service).
-        if !released.is_empty() || status::allocated_pool(service).is_some() {
-            ctx.ensure_leader()?;
-            status::clear(&api, &key).await?;
+            status::set_pool_annotation(&api, &key, service, None).await?;
             info!(ips = ?released, "not a LoadBalancer of ours any more: cleared");
             ctx.publish(
                 &reference,
@@ -194,27 +211,28 @@ async fn reconcile_service(
             tracing::Span::current().record("ip", ips_text(&assignment.ips));
             lock(&ctx.pending).remove(&key);
             lock(&ctx.last_failure).remove(&key);
-            let same_pool = status::allocated_pool(service) == Some(assignment.pool.as_str());
-            if current != assignment.ips || !same_pool {
+            // The annotation first, so that whoever sees the address also sees its pool.
+            let updated = if status::allocated_pool(service) == Some(assignment.pool.as_str()) {
+                service.clone()
+            } else {
                 ctx.ensure_leader()?;
-                status::apply(&api, &key, &assignment).await?;
-            }
-            ctx.ensure_leader()?;
-            status::set_condition(
-                &api,
-                &key,
-                service,
-                &status::AddressCondition {
-                    assigned: true,
-                    reason: "Assigned",
-                    message: format!(
-                        "assigned [{}] from pool {}",
-                        ips_text(&assignment.ips),
-                        assignment.pool
-                    ),
-                },
-            )
-            .await?;
+                status::set_pool_annotation(&api, &key, service, Some(&assignment.pool)).await?
+            };
+            let ingress = if current == assignment.ips {
+                Ingress::Keep
+            } else {
+                Ingress::Set(&assignment.ips)
+            };
+            let condition = status::AddressCondition {
+                assigned: true,
+                reason: "Assigned",
+                message: format!(
+                    "assigned [{}] from pool {}",
+                    ips_text(&assignment.ips),
+                    assignment.pool
+                ),
+            };
+            write_status(ctx, &api, &key, &updated, ingress, Some(&condition)).await?;
             if current != assignment.ips {
                 ctx.metrics
                     .allocations
@@ -241,9 +259,15 @@ async fn reconcile_service(
             lock(&ctx.pending).insert(key.clone());
             let message = failure.to_string();
             let reason = failure.metric_label();
+            let condition = status::AddressCondition {
+                assigned: false,
+                reason: failure.condition_reason(),
+                message: message.clone(),
+            };
             if !current.is_empty() || status::allocated_pool(service).is_some() {
+                write_status(ctx, &api, &key, service, Ingress::Clear, Some(&condition)).await?;
                 ctx.ensure_leader()?;
-                status::clear(&api, &key).await?;
+                status::set_pool_annotation(&api, &key, service, None).await?;
                 ctx.publish(
                     &reference,
                     EventType::Normal,
@@ -253,19 +277,9 @@ async fn reconcile_service(
                 )
                 .await;
                 ctx.retry_pending();
+            } else {
+                write_status(ctx, &api, &key, service, Ingress::Keep, Some(&condition)).await?;
             }
-            ctx.ensure_leader()?;
-            status::set_condition(
-                &api,
-                &key,
-                service,
-                &status::AddressCondition {
-                    assigned: false,
-                    reason: failure.condition_reason(),
-                    message: message.clone(),
-                },
-            )
-            .await?;
             let failure_now = (reason, message.clone());
             let changed = lock(&ctx.last_failure).insert(key.clone(), failure_now.clone())
                 != Some(failure_now);
