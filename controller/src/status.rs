@@ -29,9 +29,8 @@ pub fn allocated_pool(service: &Service) -> Option<&str> {
 }
 
 /// Sets (`Some`) or removes (`None`) the pool annotation when it differs, and returns the
-/// Service as the API server has it afterwards (the given one when nothing was written), so that
-/// a status write that follows carries the current resourceVersion. On an assignment it is
-/// written first, so whoever sees the address also sees its pool.
+/// Service as the API server has it afterwards (the given one when nothing was written). On an
+/// assignment it is written first, so whoever sees the address also sees its pool.
 pub async fn set_pool_annotation(
     api: &Api<Service>,
     key: &ServiceKey,
@@ -61,10 +60,9 @@ pub enum Ingress<'a> {
 /// The one status patch that sets the ingress addresses and our condition (`None`: remove it),
 /// or `None` when neither changes.
 ///
-/// A merge patch replaces the whole `conditions` list, so other controllers' conditions are
-/// carried over from `base`, and the patch carries `base`'s resourceVersion: if anything wrote
-/// the Service since, the patch fails with a conflict (retried at once, see `error_policy`)
-/// instead of losing their change.
+/// It is a strategic merge patch: Service `status.conditions` merges by `type`, so the patch
+/// carries only our entry (or a `$patch: delete` for it) and other controllers' conditions are
+/// left as they are, whatever they wrote meanwhile; `loadBalancer.ingress` is replaced whole.
 pub fn status_patch(
     base: &Service,
     ingress: Ingress<'_>,
@@ -72,11 +70,12 @@ pub fn status_patch(
     now: Time,
 ) -> Option<serde_json::Value> {
     let existing = address_condition(base);
-    let replacement = match condition {
-        Some(desired) => {
-            condition_update(existing, desired, base.metadata.generation, now).map(Some)
-        }
-        None => existing.is_some().then_some(None),
+    let ours = match condition {
+        Some(desired) => condition_update(existing, desired, base.metadata.generation, now)
+            .map(|condition| json!(condition)),
+        None => existing
+            .is_some()
+            .then(|| json!({"type": ADDRESS_ASSIGNED_CONDITION, "$patch": "delete"})),
     };
     let mut status = serde_json::Map::new();
     match ingress {
@@ -92,22 +91,10 @@ pub fn status_patch(
             status.insert("loadBalancer".into(), json!({"ingress": null}));
         }
     }
-    if let Some(ours) = replacement {
-        let mut conditions: Vec<Condition> = base
-            .status
-            .as_ref()
-            .and_then(|status| status.conditions.clone())
-            .unwrap_or_default();
-        conditions.retain(|c| c.type_ != ADDRESS_ASSIGNED_CONDITION);
-        conditions.extend(ours);
-        status.insert("conditions".into(), json!(conditions));
+    if let Some(ours) = ours {
+        status.insert("conditions".into(), json!([ours]));
     }
-    (!status.is_empty()).then(|| {
-        json!({
-            "metadata": {"resourceVersion": base.metadata.resource_version},
-            "status": status,
-        })
-    })
+    (!status.is_empty()).then(|| json!({"status": status}))
 }
 
 /// Now, as a condition time (conditions serialise with second precision: rounded, so that a
@@ -117,15 +104,26 @@ pub fn now() -> Time {
     Time(now.round(jiff::Unit::Second).unwrap_or(now))
 }
 
-/// Sends a patch made by [`status_patch`].
+/// Sends a patch made by [`status_patch`]; returns the Service as written.
 pub async fn send_status(
     api: &Api<Service>,
     key: &ServiceKey,
     patch: &serde_json::Value,
-) -> Result<(), kube::Error> {
-    api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
+) -> Result<Service, kube::Error> {
+    api.patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+}
+
+/// The resourceVersion as a number. The API conventions call it opaque; kube-apiserver's is
+/// etcd's revision, which only grows. `None` for anything else, and then nothing is compared.
+pub fn revision(service: &Service) -> Option<u64> {
+    service.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+/// Whether `service` is an older version than the one our last write produced (`written`):
+/// the watch has not delivered our write yet, so reconciling it would write the same again.
+pub fn is_stale(service: &Service, written: Option<u64>) -> bool {
+    matches!((revision(service), written), (Some(seen), Some(written)) if seen < written)
 }
 
 pub use ferrolb_crds::cluster::ADDRESS_ASSIGNED_CONDITION;
@@ -244,9 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn one_patch_carries_ingress_condition_and_resource_version_and_keeps_other_conditions() {
+    fn one_patch_carries_ingress_and_only_our_condition() {
         let base: Service = serde_json::from_value(json!({
-            "metadata": {"name": "web", "resourceVersion": "42", "generation": 3},
+            "metadata": {"name": "web", "generation": 3},
             "status": {"conditions": [{
                 "type": "example.com/Other", "status": "True", "reason": "Theirs",
                 "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
@@ -260,30 +258,50 @@ mod tests {
             message: "assigned [192.0.2.1] from pool a".to_string(),
         };
         let patch = status_patch(&base, Ingress::Set(&ips), Some(&assigned), at(10)).unwrap();
-        assert_eq!(patch["metadata"]["resourceVersion"], "42");
         assert_eq!(
             patch["status"]["loadBalancer"]["ingress"][0]["ip"],
             "192.0.2.1"
         );
         let conditions = patch["status"]["conditions"].as_array().unwrap();
-        assert_eq!(conditions.len(), 2);
-        assert_eq!(conditions[0]["type"], "example.com/Other");
-        assert_eq!(conditions[1]["type"], ADDRESS_ASSIGNED_CONDITION);
-        assert_eq!(conditions[1]["observedGeneration"], 3);
+        assert_eq!(
+            conditions.len(),
+            1,
+            "others' entries are merged by type, not resent"
+        );
+        assert_eq!(conditions[0]["type"], ADDRESS_ASSIGNED_CONDITION);
+        assert_eq!(conditions[0]["observedGeneration"], 3);
 
-        // Written back: the same state writes nothing, removal drops only ours.
+        // Written back: the same state writes nothing; removal deletes only our entry.
         let mut written = base.clone();
-        written.status.as_mut().unwrap().conditions =
-            Some(serde_json::from_value(patch["status"]["conditions"].clone()).unwrap());
+        let mut all = written.status.as_ref().unwrap().conditions.clone().unwrap();
+        all.push(serde_json::from_value(conditions[0].clone()).unwrap());
+        written.status.as_mut().unwrap().conditions = Some(all);
         assert_eq!(
             status_patch(&written, Ingress::Keep, Some(&assigned), at(20)),
             None
         );
         let removed = status_patch(&written, Ingress::Clear, None, at(20)).unwrap();
         assert_eq!(removed["status"]["loadBalancer"]["ingress"], json!(null));
-        let left = removed["status"]["conditions"].as_array().unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0]["type"], "example.com/Other");
+        assert_eq!(
+            removed["status"]["conditions"],
+            json!([{"type": ADDRESS_ASSIGNED_CONDITION, "$patch": "delete"}])
+        );
+    }
+
+    #[test]
+    fn only_an_older_numeric_version_than_our_write_is_stale() {
+        let at_version = |rv: &str| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": "web", "resourceVersion": rv}}))
+                .unwrap()
+        };
+        assert!(is_stale(&at_version("99"), Some(100)));
+        assert!(!is_stale(&at_version("100"), Some(100)));
+        assert!(!is_stale(&at_version("101"), Some(100)));
+        assert!(!is_stale(&at_version("99"), None), "nothing written yet");
+        assert!(
+            !is_stale(&at_version("opaque"), Some(100)),
+            "not comparable"
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! ```
 //!
 //! `FERROLB_BENCH_SERVICES` overrides the count.
+//!
+//! `pending_burst_to_external_ip` is issue #15's row: N Services created with no pool at all
+//! (all Pending), then the pool is created, and the time until every one has an address. In the
+//! same run it measures the floor: the same API server's rate for Service status patches from a
+//! plain client with `FLOOR_IN_FLIGHT` patches in flight.
 
 mod common;
 
@@ -100,4 +105,141 @@ fn thousand_services_to_external_ip() {
             "BENCH services={count} created_in={created:?} all_external_ip_in={all_ips:?} controller_VmHWM_KiB={hwm:?} controller_cpu_s={cpu:?}"
         );
     });
+}
+
+/// Patches in flight for the floor measurement.
+const FLOOR_IN_FLIGHT: usize = 32;
+
+/// Creates `names` in `namespace`, 50 at a time.
+async fn create_all(client: &kube::Client, namespace: &str, names: &[String]) {
+    for chunk in names.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|name| {
+            let client = client.clone();
+            async move { create_service(&client, namespace, name, v6_service()).await }
+        }))
+        .await;
+    }
+}
+
+async fn count_with_address(api: &Api<Service>) -> Option<usize> {
+    let list = api.list(&Default::default()).await.ok()?;
+    Some(list.items.iter().filter(|s| !ingress(s).is_empty()).count())
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn pending_burst_to_external_ip() {
+    use futures::StreamExt;
+    use kube::api::{Patch, PatchParams};
+
+    if !prerequisites() {
+        return;
+    }
+    let count: usize = std::env::var("FERROLB_BENCH_SERVICES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let (control_plane, _stop) = start_control_plane("burst");
+    runtime().block_on(async {
+        let client = control_plane.client().await.expect("client");
+
+        // The floor: the API server's own rate for status patches from a plain client.
+        create_namespace(&client, "floor").await;
+        let names: Vec<String> = (0..count).map(|i| format!("svc-{i:05}")).collect();
+        // Another class: the controller started later must leave these alone.
+        let other_class = json!({"spec": {"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+            "allocateLoadBalancerNodePorts": false, "loadBalancerClass": "example.com/other"}});
+        for chunk in names.chunks(50) {
+            futures::future::join_all(chunk.iter().map(|name| {
+                let client = client.clone();
+                let spec = other_class.clone();
+                async move { create_service(&client, "floor", name, spec).await }
+            }))
+            .await;
+        }
+        let floor_api: Api<Service> = Api::namespaced(client.clone(), "floor");
+        let started = Instant::now();
+        futures::stream::iter(names.iter().enumerate())
+            .for_each_concurrent(FLOOR_IN_FLIGHT, |(i, name)| {
+                let api = floor_api.clone();
+                async move {
+                    let ip = format!("2001:db8:f::{:x}", i + 1);
+                    let patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+                    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .expect("status patch");
+                }
+            })
+            .await;
+        let floor = started.elapsed();
+
+        // The controller, up and leading, with nothing to do yet.
+        create_namespace(&client, "burst").await;
+        let log = File::create(control_plane.run_dir.join("burst-controller.log")).expect("log");
+        let metrics = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+            .env("KUBECONFIG", &control_plane.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .args([
+                "--identity",
+                "burst",
+                "--metrics-addr",
+                &metrics.to_string(),
+                "--webhook-addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn controller");
+        let pid = child.id();
+        let _child = KillOnDrop(child);
+        create_all(&client, "burst", &names).await;
+        // Every Service is Pending (no pool): wait until the controller has seen them all.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rss_before = vm_rss_kib(pid);
+        let cpu_before = cpu_seconds(pid);
+        let api: Api<Service> = Api::namespaced(client.clone(), "burst");
+        assert_eq!(count_with_address(&api).await, Some(0));
+
+        let started = Instant::now();
+        apply_pool(&client, "burst", json!({"addresses": ["2001:db8:b::/112"]})).await;
+        eventually_every(
+            "every Service to have an address",
+            Duration::from_secs(600),
+            Duration::from_millis(50),
+            || async { (count_with_address(&api).await? == count).then_some(()) },
+        )
+        .await;
+        let assigned = started.elapsed();
+        let cpu = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
+        if let Some((_, text)) = http_get(metrics, "/metrics").await {
+            for line in text.lines().filter(|l| {
+                l.starts_with("ferrolb_reconcile") || l.starts_with("ferrolb_allocation")
+            }) {
+                println!("  {line}");
+            }
+        }
+        println!(
+            "BENCH burst services={count} all_assigned_in={assigned:?} \
+             floor_status_patches_in={floor:?} (in flight {FLOOR_IN_FLIGHT}) \
+             ratio={:.2} controller_cpu_s={cpu:?} rss_before_KiB={rss_before:?} \
+             rss_after_KiB={:?} VmHWM_KiB={:?}",
+            assigned.as_secs_f64() / floor.as_secs_f64(),
+            vm_rss_kib(pid),
+            vm_hwm_kib(pid),
+        );
+    });
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

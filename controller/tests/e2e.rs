@@ -398,6 +398,17 @@ async fn exhaustion_and_pool_change(
         address_assigned(&later)
     );
 
+    // Another controller's condition on c must survive ours changing.
+    api.patch_status(
+        "c",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"status": {"conditions": [{
+            "type": "example.com/Audited", "status": "True", "reason": "Checked",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]}})),
+    )
+    .await
+    .expect("foreign condition");
     // Deleting a holder frees its address for the waiting Service.
     let a_ip = ingress(&get_service(client, "tiny", "a").await);
     delete_service(client, "tiny", "a").await;
@@ -413,6 +424,12 @@ async fn exhaustion_and_pool_change(
     )
     .await;
     assert_eq!(assigned.reason, "Assigned");
+    let c = get_service(client, "tiny", "c").await;
+    let types: Vec<_> = c.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(
+        types.iter().any(|c| c.type_ == "example.com/Audited"),
+        "another controller's condition is kept: {types:?}"
+    );
     assert!(assigned.message.contains(&a_ip[0]), "{assigned:?}");
     assert!(
         assigned.last_transition_time.0 >= pending.last_transition_time.0,

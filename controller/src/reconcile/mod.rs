@@ -37,6 +37,35 @@ use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::request::service_key;
 
+/// Service reconciles in flight at most. Unbounded, a burst of 1 000 Services put 1 000
+/// requests in flight at once, and the API server's priority-and-fairness queues made each wait
+/// seconds; a bounded number keeps its queues short (docs/benchmarks.md, "Pending burst").
+const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// Events waiting to be published at most, and how many are sent at once.
+const EVENT_QUEUE: usize = 4096;
+const EVENTS_IN_FLIGHT: usize = 8;
+
+/// Sends the queued Events, a few at a time, for as long as the leadership session lasts.
+async fn publish_events(
+    recorder: Recorder,
+    mut queue: tokio::sync::mpsc::Receiver<(Event, ObjectReference)>,
+) {
+    let queued = futures::stream::poll_fn(move |cx| queue.poll_recv(cx));
+    queued
+        .for_each_concurrent(EVENTS_IN_FLIGHT, |(event, reference)| {
+            let recorder = recorder.clone();
+            async move {
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    warn!(%error, reason = %event.reason, object = ?reference.name, "publishing an Event failed");
+                }
+            }
+        })
+        .await;
+    // Every sender is gone: the session is ending.
+    futures::future::pending().await
+}
+
 /// The name in Events' `reportingController`.
 pub const CONTROLLER_NAME: &str = "ferrolb.io/controller";
 
@@ -52,7 +81,6 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Error::Kube(_) => "kube",
             Error::NotLeader => "not_leader",
         }
@@ -75,7 +103,8 @@ pub struct Context {
     pub config_ready: watch::Sender<bool>,
     pub services: Store<Service>,
     pub stores: config::ConfigStores,
-    pub recorder: Recorder,
+    /// Events to publish, in the order they were made (see [`publish_events`]).
+    events: tokio::sync::mpsc::Sender<(Event, ObjectReference)>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     leader: watch::Receiver<bool>,
@@ -90,6 +119,9 @@ pub struct Context {
     pub warned: Mutex<BTreeSet<(ServiceKey, &'static str)>>,
     /// The last `InvalidConfiguration` message per object (Events only on change).
     pub config_events: Mutex<BTreeMap<(String, String), String>>,
+    /// The resourceVersion of our last write to each Service: a reconcile of an older version
+    /// (the watch has not delivered the write yet) would only write the same again.
+    pub written: Mutex<BTreeMap<ServiceKey, u64>>,
     /// Assignments changed since the pool status and metrics were last written.
     pub pools_dirty: AtomicBool,
     retrigger: futures::channel::mpsc::UnboundedSender<()>,
@@ -120,6 +152,13 @@ impl Context {
         let _ = self.retrigger.unbounded_send(());
     }
 
+    /// Notes the version a write of ours produced (see [`Context::written`]).
+    pub fn remember_write(&self, key: &ServiceKey, written: &Service) {
+        if let Some(revision) = crate::status::revision(written) {
+            lock(&self.written).insert(key.clone(), revision);
+        }
+    }
+
     /// Addresses were freed: Services waiting for one may now fit.
     pub fn retry_pending(&self) {
         if !lock(&self.pending).is_empty() {
@@ -131,7 +170,8 @@ impl Context {
         self.pools_dirty.store(true, Ordering::Release);
     }
 
-    /// Publishes an Event (only while leading; failures are logged, not retried).
+    /// Publishes an Event (only while leading; failures are logged, not retried). It is queued
+    /// and sent by [`publish_events`].
     pub async fn publish(
         &self,
         reference: &ObjectReference,
@@ -158,9 +198,9 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
-            warn!(%error, reason, object = ?reference.name, "publishing an Event failed");
-        }
+        // Queued, not awaited: a reconcile's slot is for the writes that assign addresses.
+        // The queue only makes a reconcile wait when EVENT_QUEUE Events are already waiting.
+        let _ = self.events.send((event, reference.clone())).await;
     }
 
     /// A Service is gone (deleted, or missed while the watch was down): free its addresses.
@@ -169,6 +209,7 @@ impl Context {
         lock(&self.pending).remove(key);
         lock(&self.last_failure).remove(key);
         lock(&self.warned).retain(|(service, _)| service != key);
+        lock(&self.written).remove(key);
         // Also when nothing was released: a Pending Service leaves the pending counts.
         self.mark_pools_dirty();
         if !released.is_empty() {
@@ -218,11 +259,6 @@ fn error_policy(
         .inc();
     match error {
         Error::NotLeader => kube::runtime::controller::Action::await_change(),
-        // A status write raced another write of the Service (its resourceVersion moved): the
-        // watch brings the newer object within moments; try again with it almost at once.
-        Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
-            kube::runtime::controller::Action::requeue(Duration::from_millis(200))
-        }
         Error::Kube(_) => kube::runtime::controller::Action::requeue(Duration::from_secs(5)),
     }
 }
@@ -343,6 +379,7 @@ async fn lead(
     let (services, service_writer) = reflector::store::<Service>();
     let (stores, config_changes) = config::watch(&client, &options);
     let (retrigger, retrigger_rx) = futures::channel::mpsc::unbounded();
+    let (events, queued_events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let recorder = Recorder::new(
         write.clone(),
         Reporter {
@@ -357,7 +394,7 @@ async fn lead(
         config_ready: watch::Sender::new(false),
         services: services.clone(),
         stores,
-        recorder,
+        events,
         metrics: health.metrics.clone(),
         health,
         leader,
@@ -366,6 +403,7 @@ async fn lead(
         last_failure: Mutex::default(),
         warned: Mutex::default(),
         config_events: Mutex::default(),
+        written: Mutex::default(),
         pools_dirty: AtomicBool::new(false),
         retrigger,
         options,
@@ -382,6 +420,9 @@ async fn lead(
     .inspect_ok(move |event| on_event.on_service_event(event))
     .applied_objects();
     let controller = Controller::for_stream(service_stream, services)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
         .reconcile_all_on(retrigger_rx)
         .run(service::reconcile, error_policy, ctx.clone())
         .for_each(|result| {
@@ -396,6 +437,7 @@ async fn lead(
         result = config::maintain(ctx.clone(), config_changes) => result,
         () = service::restore(ctx.clone()) => anyhow::bail!("restore ended"),
         () = pool::maintain_status(ctx.clone()) => anyhow::bail!("pool status writer ended"),
+        () = publish_events(recorder, queued_events) => anyhow::bail!("the Event publisher ended"),
     }
 }
 

@@ -75,7 +75,8 @@ async fn write_status(
 ) -> Result<(), Error> {
     if let Some(patch) = status::status_patch(base, ingress, condition, status::now()) {
         ctx.ensure_leader()?;
-        status::send_status(api, key, &patch).await?;
+        let written = status::send_status(api, key, &patch).await?;
+        ctx.remember_write(key, &written);
     }
     Ok(())
 }
@@ -130,6 +131,10 @@ async fn reconcile_service(
     ctx: &Context,
     key: ServiceKey,
 ) -> Result<Action, Error> {
+    if status::is_stale(service, lock(&ctx.written).get(&key).copied()) {
+        // Our own write is on its way back through the watch; that event reconciles again.
+        return Ok(Action::await_change());
+    }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let Some(config) = ctx.config() else {
         // No valid configuration yet: reconcile_all runs when one arrives.
@@ -216,7 +221,11 @@ async fn reconcile_service(
                 service.clone()
             } else {
                 ctx.ensure_leader()?;
-                status::set_pool_annotation(&api, &key, service, Some(&assignment.pool)).await?
+                let written =
+                    status::set_pool_annotation(&api, &key, service, Some(&assignment.pool))
+                        .await?;
+                ctx.remember_write(&key, &written);
+                written
             };
             let ingress = if current == assignment.ips {
                 Ingress::Keep
