@@ -10,6 +10,21 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+/// kubectl's copy of the object as last applied: often the biggest part of an object, and read by
+/// nothing here.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what a cache never reads: `managedFields` and kubectl's last-applied copy. Every
+/// reflector of both binaries runs its objects through this, which keeps a store of 10 000
+/// Services several times smaller.
+pub fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
 /// How long connecting to the API server may take.
 pub const API_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write may wait for the API server's answer.
@@ -56,4 +71,27 @@ pub fn cancel_on_signal() -> std::io::Result<CancellationToken> {
         trigger.cancel();
     });
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    #[test]
+    fn slim_keeps_every_other_annotation() {
+        let mut service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web",
+                "annotations": {LAST_APPLIED_ANNOTATION: "{...}", "ferrolb.io/address-pool": "a"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            },
+        }))
+        .unwrap();
+        slim(&mut service);
+        assert_eq!(service.metadata.managed_fields, None);
+        let annotations = service.metadata.annotations.unwrap();
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations["ferrolb.io/address-pool"], "a");
+    }
 }

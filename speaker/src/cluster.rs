@@ -58,7 +58,12 @@ impl Watching<'_> {
     {
         let (store, writer) = reflector::store();
         let kind = K::kind(&K::DynamicType::default()).to_string();
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, config)
+                .default_backoff()
+                .modify(ferrolb_crds::runtime::slim),
+        );
         let cancel = self.cancel.clone();
         let wake = Arc::clone(self.wake);
         self.tracker.spawn(async move {

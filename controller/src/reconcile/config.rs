@@ -56,7 +56,7 @@ where
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(|object| object.managed_fields_mut().clear()),
+            .modify(ferrolb_crds::runtime::slim),
     )
     .filter_map(|event| {
         futures::future::ready(match event {

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -415,7 +415,7 @@ async fn lead(
         service_writer,
         watcher(service_api, watcher::Config::default())
             .default_backoff()
-            .modify(|service| service.managed_fields_mut().clear()),
+            .modify(ferrolb_crds::runtime::slim),
     )
     .inspect_ok(move |event| on_event.on_service_event(event))
     .applied_objects();
