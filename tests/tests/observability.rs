@@ -436,14 +436,16 @@ fn every_alert_has_severity_annotations_and_a_runbook_anchor() {
         );
         for key in ["summary", "description", "runbook_url"] {
             assert!(
-                rule.annotations.get(key).is_some_and(|v| !v.trim().is_empty()),
+                rule.annotations
+                    .get(key)
+                    .is_some_and(|v| !v.trim().is_empty()),
                 "{name}: no {key} annotation"
             );
         }
         let url = &rule.annotations["runbook_url"];
-        let anchor = url
-            .strip_prefix(RUNBOOK_BASE)
-            .unwrap_or_else(|| panic!("{name}: runbook_url {url} does not start with {RUNBOOK_BASE}"));
+        let anchor = url.strip_prefix(RUNBOOK_BASE).unwrap_or_else(|| {
+            panic!("{name}: runbook_url {url} does not start with {RUNBOOK_BASE}")
+        });
         assert_eq!(
             anchor,
             name.to_lowercase(),
@@ -488,7 +490,10 @@ fn links_in_operations_md_resolve() {
             broken.push(format!("{target}: no such heading"));
         }
     }
-    assert!(broken.is_empty(), "broken links in {OPERATIONS}: {broken:#?}");
+    assert!(
+        broken.is_empty(),
+        "broken links in {OPERATIONS}: {broken:#?}"
+    );
 }
 
 #[test]
@@ -518,11 +523,17 @@ fn every_alert_has_a_firing_and_a_quiet_promtool_case() {
     }
     let tested: BTreeSet<&String> = fires.keys().chain(quiet.keys()).collect();
     let unknown: Vec<&&String> = tested.iter().filter(|n| !names.contains(**n)).collect();
-    assert!(unknown.is_empty(), "tests for alerts that do not exist: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "tests for alerts that do not exist: {unknown:?}"
+    );
     let no_fire: Vec<&String> = names.iter().filter(|n| !fires.contains_key(*n)).collect();
     let no_quiet: Vec<&String> = names.iter().filter(|n| !quiet.contains_key(*n)).collect();
     assert!(no_fire.is_empty(), "no case where these fire: {no_fire:?}");
-    assert!(no_quiet.is_empty(), "no case where these must not fire: {no_quiet:?}");
+    assert!(
+        no_quiet.is_empty(),
+        "no case where these must not fire: {no_quiet:?}"
+    );
 }
 
 #[test]
@@ -540,16 +551,25 @@ fn rules_and_dashboard_use_only_documented_metrics() {
         let used = metric_names(&rule.expr);
         assert!(!used.is_empty(), "{name} uses no FerroLB metric");
         for metric in documented.missing(&used) {
-            missing.entry(metric).or_default().insert(format!("alert {name}"));
+            missing
+                .entry(metric)
+                .or_default()
+                .insert(format!("alert {name}"));
         }
     }
     let dashboard = dashboard();
     let queries = dashboard_queries(&dashboard);
     for (title, query) in &queries {
         let used = metric_names(query);
-        assert!(!used.is_empty(), "panel {title:?}: {query} uses no FerroLB metric");
+        assert!(
+            !used.is_empty(),
+            "panel {title:?}: {query} uses no FerroLB metric"
+        );
         for metric in documented.missing(&used) {
-            missing.entry(metric).or_default().insert(format!("panel {title:?}"));
+            missing
+                .entry(metric)
+                .or_default()
+                .insert(format!("panel {title:?}"));
         }
     }
     println!(
@@ -571,16 +591,18 @@ fn dashboard_is_well_formed_and_its_queries_are_valid_promql() {
         .as_array()
         .expect("templating.list");
     assert!(
-        variables
-            .iter()
-            .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+        variables.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
         "no `datasource` variable of type datasource (prometheus)"
     );
     let mut ids = BTreeSet::new();
     let mut rows = Vec::new();
     for panel in panels(&dashboard) {
         let title = panel["title"].as_str().unwrap_or_default();
-        let id = panel["id"].as_u64().unwrap_or_else(|| panic!("panel {title:?}: no id"));
+        let id = panel["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("panel {title:?}: no id"));
         assert!(ids.insert(id), "panel id {id} repeats ({title:?})");
         if panel["type"] == "row" {
             rows.push(title.to_string());
@@ -624,7 +646,9 @@ fn dashboard_is_well_formed_and_its_queries_are_valid_promql() {
     for (i, (_, query)) in queries.iter().enumerate() {
         let expr = as_prometheus_sees_it(query, "1m", "1m");
         let quoted = serde_json::to_string(&expr).expect("a string");
-        file.push_str(&format!("  - record: dashboard:query{i}\n    expr: {quoted}\n"));
+        file.push_str(&format!(
+            "  - record: dashboard:query{i}\n    expr: {quoted}\n"
+        ));
     }
     let path = std::env::temp_dir().join(format!("ferrolb-dashboard-{}.yaml", std::process::id()));
     fs::write(&path, file).expect("write the dashboard's queries");
@@ -667,7 +691,11 @@ fn parsers_of_this_file_work() {
                       # TYPE ferrolb_h_seconds histogram\nferrolb_h_seconds_bucket{le=\"1\"} 0\n# EOF\n";
     let known = exported_metrics(exposition);
     assert!(known.names.contains("ferrolb_a_total"));
-    assert!(known.missing(&["ferrolb_h_seconds_count".to_string()]).is_empty());
+    assert!(
+        known
+            .missing(&["ferrolb_h_seconds_count".to_string()])
+            .is_empty()
+    );
     assert_eq!(
         known.missing(&["ferrolb_b".to_string()]),
         BTreeSet::from(["ferrolb_b".to_string()])
@@ -677,7 +705,10 @@ fn parsers_of_this_file_work() {
     );
     assert_eq!(
         documented.names,
-        BTreeSet::from(["ferrolb_r_seconds".to_string(), "process_open_fds".to_string()])
+        BTreeSet::from([
+            "ferrolb_r_seconds".to_string(),
+            "process_open_fds".to_string()
+        ])
     );
     assert!(documented.histograms.contains("ferrolb_r_seconds"));
 }
@@ -722,7 +753,10 @@ fn with_short_for(rules_yaml: &str, for_duration: &str) -> String {
         .iter()
         .filter(|(_, rule)| rule.for_duration.is_some())
         .count();
-    assert_eq!(replaced, with_for, "for: lines replaced vs rules with a for");
+    assert_eq!(
+        replaced, with_for,
+        "for: lines replaced vs rules with a for"
+    );
     out
 }
 
@@ -958,22 +992,23 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
     probe.apply("web", &l2probe::manifest("web", false, &node_refs));
     let (v4, v6) = probe.service_ips("web", l2probe::ASSIGN_TIMEOUT);
     let client = topology.client_ns();
-    let owner_mac = probe.wait_single_answerer_from(
-        &client,
-        std::net::IpAddr::V4(v4),
-        Duration::from_secs(60),
-    );
+    let owner_mac =
+        probe.wait_single_answerer_from(&client, std::net::IpAddr::V4(v4), Duration::from_secs(60));
     probe.wait_single_answerer_from(&client, std::net::IpAddr::V6(v6), Duration::from_secs(60));
     eprintln!(
         "Service default/web: {v4}, {v6}, answered by {}",
         probe.node_of_mac(&owner_mac)
     );
 
-    // Prometheus in the client's namespace, with the rules (for: shortened) loaded.
+    // Prometheus in the client's namespace. The rules are loaded once every target has been
+    // scraped: Prometheus applies its targets only some seconds after it starts (its scrape
+    // manager takes target updates every 5 s) while rule evaluation starts at once, and with
+    // no data yet FerroLBNoControllerLeader (`or vector(0)`: none scraped counts as no leader)
+    // would fire within the shortened `for`. The real `for: 1m` outlasts that start.
     let dir = lab.run_dir().join("prometheus");
     fs::create_dir_all(dir.join("data")).expect("prometheus directory");
     fs::write(dir.join("prometheus.yml"), prometheus_config(&lab)).expect("prometheus.yml");
-    fs::write(dir.join("rules.yaml"), with_short_for(&read(RULES), LAB_FOR)).expect("rules");
+    fs::write(dir.join("rules.yaml"), "groups: []\n").expect("empty rules");
     let process = Background {
         name: "prometheus",
         ns: &client,
@@ -991,14 +1026,16 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
     .expect("start prometheus");
     eprintln!("prometheus: {process} in {client}");
     let prometheus = Prometheus { ns: client.clone() };
-    let prometheus_started = Instant::now();
     let targets = 1 + nodes.len();
     eventually_ok(
         &format!("Prometheus scrapes all {targets} targets"),
         Duration::from_secs(60),
         || {
             let data = prometheus.api("/api/v1/targets", &[])?;
-            let active = data["activeTargets"].as_array().cloned().unwrap_or_default();
+            let active = data["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let up = active.iter().filter(|t| t["health"] == "up").count();
             if active.len() == targets && up == targets {
                 Ok(())
@@ -1007,8 +1044,16 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
             }
         },
     );
+    // The rules, `for:` shortened, loaded with a reload (SIGHUP).
+    fs::write(
+        dir.join("rules.yaml"),
+        with_short_for(&read(RULES), LAB_FOR),
+    )
+    .expect("rules");
+    ferrolb_tests::process::signal(process.pid, libc::SIGHUP);
+    let rules_loaded = Instant::now();
     eventually_ok(
-        "Prometheus evaluated both rule groups",
+        "Prometheus loaded and evaluated both rule groups",
         Duration::from_secs(30),
         || {
             let data = prometheus.api("/api/v1/rules", &[])?;
@@ -1028,13 +1073,16 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
             if groups.len() == 2 && evaluated == 2 && loaded == alerts().len() {
                 Ok(())
             } else {
-                Err(format!("{evaluated} of {} groups evaluated, {loaded} rules", groups.len()))
+                Err(format!(
+                    "{evaluated} of {} groups evaluated, {loaded} rules",
+                    groups.len()
+                ))
             }
         },
     );
 
-    // Healthy: nothing fires, watched for several `for` periods; and nothing fired since
-    // Prometheus started (its own ALERTS series, between the polls too).
+    // Healthy: nothing fires, watched for several `for` periods; and nothing fired since the
+    // rules were loaded (Prometheus's own ALERTS series, between the polls too).
     let watch_start = Instant::now();
     let mut firing_seen = BTreeSet::new();
     let mut pending_seen = BTreeSet::new();
@@ -1048,19 +1096,25 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let since_start = prometheus_started.elapsed().as_secs() + 5;
+    let since_rules = rules_loaded.elapsed().as_secs() + 5;
     let ever_fired: BTreeSet<String> = prometheus
         .query(&format!(
-            "max_over_time(ALERTS{{alertstate=\"firing\"}}[{since_start}s])"
+            "max_over_time(ALERTS{{alertstate=\"firing\"}}[{since_rules}s])"
         ))
         .expect("ALERTS")
         .iter()
-        .map(|series| series["metric"]["alertname"].as_str().unwrap_or("?").to_string())
+        .map(|series| {
+            series["metric"]["alertname"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
         .collect();
-    // Why an alert was pending (riding out a blip is what `for` is for): failed scrapes.
+    // Why an alert was pending (riding out a blip is what `for` is for): failed scrapes, or
+    // scrapes of different targets at different moments (during the first seconds).
     let failed_scrapes: Vec<String> = prometheus
         .query(&format!(
-            "count_over_time(up[{since_start}s]) - sum_over_time(up[{since_start}s]) > 0"
+            "count_over_time(up[{since_rules}s]) - sum_over_time(up[{since_rules}s]) > 0"
         ))
         .expect("failed scrapes")
         .iter()
@@ -1072,8 +1126,8 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         .collect();
     eprintln!(
         "healthy lab, watched {HEALTHY_WATCH:?}: firing {firing_seen:?}, pending (not firing) \
-         {pending_seen:?}, ALERTS firing since Prometheus started: {ever_fired:?}; failed \
-         scrapes since it started: {failed_scrapes:?}"
+         {pending_seen:?}, ALERTS firing since the rules were loaded: {ever_fired:?}; \
+         failed scrapes since then: {failed_scrapes:?}"
     );
     assert!(
         firing_seen.is_empty() && ever_fired.is_empty(),
@@ -1126,7 +1180,8 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         "only tiny's IPv4 family is exhausted (its IPv6 family has no addresses, e2e has room): {}",
         describe(&exhausted)
     );
-    let pending = prometheus.wait_firing("FerroLBServicePending", &[&[("reason", "no_ip_available")]]);
+    let pending =
+        prometheus.wait_firing("FerroLBServicePending", &[&[("reason", "no_ip_available")]]);
     eprintln!(
         "(a) FerroLBServicePending firing {:?} after the pool was applied: {}",
         fault_a.elapsed(),
@@ -1142,7 +1197,8 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         .filter(|n| n.name != CUT_NODE)
         .map(|n| format!("{}:{}", n.ipv4, l2probe::SPEAKER_METRICS_PORT))
         .collect();
-    let wanted: Vec<[(&str, &str); 1]> = others.iter().map(|i| [("instance", i.as_str())]).collect();
+    let wanted: Vec<[(&str, &str); 1]> =
+        others.iter().map(|i| [("instance", i.as_str())]).collect();
     let wanted: Vec<&[(&str, &str)]> = wanted.iter().map(|w| &w[..]).collect();
     let partitioned = prometheus.wait_firing("FerroLBMembershipPartitioned", &wanted);
     eprintln!(
@@ -1157,7 +1213,10 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         ALERT_TIMEOUT,
         || {
             let alerts = prometheus.alerts()?;
-            if alerts.iter().any(|a| a.name == "FerroLBMembershipPartitioned") {
+            if alerts
+                .iter()
+                .any(|a| a.name == "FerroLBMembershipPartitioned")
+            {
                 Err(format!("active: {}", describe(&alerts)))
             } else {
                 Ok(())
@@ -1187,19 +1246,21 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         "dashboard: {} queries run against the lab's Prometheus, {with_data} with data now",
         queries.len()
     );
-    assert!(query_errors.is_empty(), "dashboard queries failed: {query_errors:#?}");
+    assert!(
+        query_errors.is_empty(),
+        "dashboard queries failed: {query_errors:#?}"
+    );
     let controller = scrape(
         &client,
         &format!("http://{CONTROL_PLANE_V4}:{CONTROLLER_METRICS_PORT}/metrics"),
     );
-    let speaker_addr = topology
-        .nodes()
-        .next()
-        .map(|n| n.ipv4)
-        .expect("a node");
+    let speaker_addr = topology.nodes().next().map(|n| n.ipv4).expect("a node");
     let speaker = scrape(
         &client,
-        &format!("http://{speaker_addr}:{}/metrics", l2probe::SPEAKER_METRICS_PORT),
+        &format!(
+            "http://{speaker_addr}:{}/metrics",
+            l2probe::SPEAKER_METRICS_PORT
+        ),
     );
     let mut exported = exported_metrics(&controller);
     let from_speaker = exported_metrics(&speaker);
