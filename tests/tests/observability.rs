@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use ferrolb_tests::harness::{TestLab, eventually_ok, require_root};
 use ferrolb_tests::l2probe::{self, L2Probe};
 use ferrolb_tests::netlab::netns;
-use ferrolb_tests::netlab::topology::CONTROL_PLANE_V4;
+use ferrolb_tests::netlab::router::bfd_profile_manifest;
+use ferrolb_tests::netlab::topology::{CONTROL_PLANE_V4, NODE_ASN, ROUTER_ASN, ROUTER_LAN_V4};
 use ferrolb_tests::paths;
 use ferrolb_tests::process::Background;
 use serde::Deserialize;
@@ -732,6 +733,13 @@ const ALERT_TIMEOUT: Duration = Duration::from_secs(180);
 const TINY_POOL_IP: &str = "192.0.2.230";
 /// The node cut off in case (b).
 const CUT_NODE: &str = "node3";
+/// The BGP half of the healthy lab: a pool only `web-bgp` asks for, advertised to the lab
+/// router over a session with BFD from every node.
+const BGP_POOL: &str = "203.0.113.128/28";
+/// The BFD port (single hop).
+const BFD_PORT: u16 = 3784;
+/// An address on the LAN that nobody has: ARP requests for it are dropped by the speakers.
+const UNUSED_LAN_IP: &str = "192.0.2.250";
 
 /// The rules with every `for:` replaced by `for_duration`; panics unless every rule that has a
 /// `for` got the new one.
@@ -929,6 +937,139 @@ impl Drop for CutOff<'_> {
     }
 }
 
+/// An IPv4 Service `default/<name>` (from `pool` if given) and an EndpointSlice with a ready
+/// endpoint on each node.
+fn ipv4_service_manifest(name: &str, pool: Option<&str>, nodes: &[&str]) -> String {
+    let annotations = pool.map_or(String::new(), |pool| {
+        format!("  annotations: {{ferrolb.io/address-pool: {pool}}}\n")
+    });
+    let mut yaml = format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+{annotations}spec:
+  type: LoadBalancer
+  ipFamilyPolicy: SingleStack
+  ipFamilies: [IPv4]
+  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
+"
+    );
+    if nodes.is_empty() {
+        return yaml;
+    }
+    yaml.push_str(&format!(
+        "---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-e2e
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+"
+    ));
+    for node in nodes {
+        let index: u8 = node.trim_start_matches("node").parse().unwrap_or(1);
+        yaml.push_str(&format!(
+            "- addresses: [\"192.0.2.{}\"]\n  nodeName: {node}\n  conditions: {{ready: true, serving: true}}\n",
+            10 + index
+        ));
+    }
+    yaml
+}
+
+/// The BGP half of the healthy lab: pool `e2e-bgp` (no autoAssign), a BGPAdvertisement for it,
+/// a BFDProfile with the lab router's timers, a BGPPeer to the router's IPv4 address that uses
+/// it, and the Service `web-bgp` from that pool with an endpoint on every node.
+fn bgp_manifest(nodes: &[&str]) -> String {
+    let mut yaml = format!(
+        "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: e2e-bgp, namespace: ferrolb-system}}
+spec:
+  addresses: [\"{BGP_POOL}\"]
+  autoAssign: false
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {{name: e2e-bgp, namespace: ferrolb-system}}
+spec:
+  ipAddressPools: [e2e-bgp]
+---
+{}apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {{name: router-v4, namespace: ferrolb-system}}
+spec: {{myASN: {NODE_ASN}, peerASN: {ROUTER_ASN}, peerAddress: \"{ROUTER_LAN_V4}\", bfdProfile: e2e-bfd}}
+",
+        bfd_profile_manifest("e2e-bfd")
+    );
+    yaml.push_str(&ipv4_service_manifest("web-bgp", Some("e2e-bgp"), nodes));
+    yaml
+}
+
+/// The controller's ClusterRole without `services/status` while it lives, restored on drop (also
+/// when the test panics): the API server refuses the controller's status writes.
+struct StatusWritesRefused<'a> {
+    probe: &'a L2Probe<'a>,
+    original: std::path::PathBuf,
+}
+
+impl<'a> StatusWritesRefused<'a> {
+    fn new(probe: &'a L2Probe<'a>) -> StatusWritesRefused<'a> {
+        let mut role: Value = serde_json::from_str(&probe.kubectl(&[
+            "get",
+            "clusterrole",
+            "ferrolb-controller",
+            "-o",
+            "json",
+        ]))
+        .expect("the controller's ClusterRole as JSON");
+        if let Some(metadata) = role["metadata"].as_object_mut() {
+            for key in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "managedFields",
+            ] {
+                metadata.remove(key);
+            }
+        }
+        let dir = probe.lab().run_dir();
+        let original = dir.join("controller-clusterrole.json");
+        fs::write(&original, role.to_string()).expect("save the ClusterRole");
+        let rules = role["rules"].as_array_mut().expect("rules");
+        let before = rules.len();
+        rules.retain(|rule| {
+            !rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == "services/status"))
+        });
+        assert_eq!(rules.len() + 1, before, "one rule grants services/status");
+        let refused = dir.join("controller-clusterrole-refused.json");
+        fs::write(&refused, role.to_string()).expect("write the refused ClusterRole");
+        probe.kubectl(&["replace", "-f", &refused.display().to_string()]);
+        StatusWritesRefused { probe, original }
+    }
+}
+
+impl Drop for StatusWritesRefused<'_> {
+    fn drop(&mut self) {
+        let restored = self.probe.lab().control_plane().kubectl_output([
+            "replace",
+            "-f",
+            &self.original.display().to_string(),
+        ]);
+        if let Err(err) = restored {
+            eprintln!("restoring the controller's ClusterRole: {err:#}");
+        }
+    }
+}
+
 /// The pool with one address (no autoAssign) and two IPv4 Services that ask for it.
 fn tiny_pool_manifest() -> String {
     let mut yaml = format!(
@@ -941,21 +1082,7 @@ spec:
 "
     );
     for service in ["tiny-1", "tiny-2"] {
-        yaml.push_str(&format!(
-            "---
-apiVersion: v1
-kind: Service
-metadata:
-  name: {service}
-  namespace: default
-  annotations: {{ferrolb.io/address-pool: tiny}}
-spec:
-  type: LoadBalancer
-  ipFamilyPolicy: SingleStack
-  ipFamilies: [IPv4]
-  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
-"
-        ));
+        yaml.push_str(&ipv4_service_manifest(service, Some("tiny"), &[]));
     }
     yaml
 }
@@ -986,10 +1113,14 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
     let nodes: Vec<String> = topology.nodes().map(|n| n.name.clone()).collect();
     let node_refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
 
-    // A healthy lab: membership formed, one layer2 Service answered by one node.
+    // A healthy lab: membership formed, a layer2 Service answered by one node, and a BGP
+    // Service that every node advertises to the router over a session with BFD (so that the
+    // healthy check also covers the BGP, BFD and "two announcers" rules, and the BGP and BFD
+    // metric families exist for the dashboard check).
     probe.wait_for_membership_secret();
     probe.wait_for_members(3, Duration::from_secs(60));
     probe.apply("web", &l2probe::manifest("web", false, &node_refs));
+    probe.apply("web-bgp", &bgp_manifest(&node_refs));
     let (v4, v6) = probe.service_ips("web", l2probe::ASSIGN_TIMEOUT);
     let client = topology.client_ns();
     let owner_mac =
@@ -1044,6 +1175,33 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
             }
         },
     );
+    let speakers = nodes.len();
+    eventually_ok(
+        &format!("{speakers} BGP sessions Established and BFD Up, web-bgp advertised by all"),
+        Duration::from_secs(90),
+        || {
+            let count = |promql: &str| -> Result<usize, String> {
+                Ok(prometheus
+                    .query(promql)?
+                    .first()
+                    .and_then(|s| s["value"][1].as_str()?.parse().ok())
+                    .unwrap_or(0))
+            };
+            let sessions = count("count(ferrolb_speaker_bgp_session_up == 1)")?;
+            let bfd = count("count(ferrolb_speaker_bfd_session_up == 1)")?;
+            let advertised = count(
+                "count(ferrolb_speaker_announced{protocol=\"bgp\",service=\"default/web-bgp\"} == 1)",
+            )?;
+            if sessions == speakers && bfd == speakers && advertised == speakers {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sessions up {sessions}, BFD up {bfd}, nodes advertising web-bgp {advertised}"
+                ))
+            }
+        },
+    );
+
     // The rules, `for:` shortened, loaded with a reload (SIGHUP).
     fs::write(
         dir.join("rules.yaml"),
@@ -1229,8 +1387,105 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         describe(&prometheus.alerts().expect("alerts"))
     );
 
-    // The dashboard against the live binaries: every query runs, and every metric it queries is
-    // exported by the controller or a speaker (HELP/TYPE lines count: an empty family too).
+    // The dashboard against the live binaries. prometheus-client writes no HELP/TYPE lines for
+    // a labelled family without series, so families whose first series comes with an event
+    // are given that event first (each also a behaviour check):
+    // - a BFD packet that is not from a neighbour one hop away (TTL 64, not 255) must be
+    //   dropped and counted (`ferrolb_speaker_bfd_packets_dropped_total`);
+    let node1 = topology.nodes().next().expect("a node");
+    let node1_instance = format!("{}:{}", node1.ipv4, l2probe::SPEAKER_METRICS_PORT);
+    let mut junk = netns::exec(&client, "bash");
+    junk.arg("-c").arg(format!(
+        "printf 'not bfd' > /dev/udp/{}/{BFD_PORT}",
+        node1.ipv4
+    ));
+    ferrolb_tests::cmd::run(junk).expect("send a junk BFD datagram to node1");
+    let dropped = eventually_ok(
+        "node1 counts the junk BFD datagram as dropped",
+        Duration::from_secs(30),
+        || {
+            let result = prometheus.query(&format!(
+                "ferrolb_speaker_bfd_packets_dropped_total{{instance=\"{node1_instance}\"}} > 0"
+            ))?;
+            let reasons: Vec<String> = result
+                .iter()
+                .filter_map(|s| Some(s["metric"]["reason"].as_str()?.to_string()))
+                .collect();
+            if reasons.is_empty() {
+                Err("no BFD drop counted".to_string())
+            } else {
+                Ok(reasons)
+            }
+        },
+    );
+    eprintln!("BFD datagram with TTL 64 from the client: dropped on node1, reason {dropped:?}");
+    // - ARP requests for an address nobody announces reach the owner of web's IP, which must not
+    //   answer and counts them (`ferrolb_speaker_layer2_requests_dropped_total`);
+    let mut arping = netns::exec(&client, "arping");
+    arping.args(["-c", "2", "-w", "3", "-I", "eth0", UNUSED_LAN_IP]);
+    let answered = ferrolb_tests::cmd::run(arping).is_ok();
+    assert!(!answered, "something answered ARP for {UNUSED_LAN_IP}");
+    let drops = eventually_ok(
+        &format!("ARP requests for {UNUSED_LAN_IP} counted as dropped"),
+        Duration::from_secs(30),
+        || {
+            let result = prometheus.query(
+                "sum by (instance, reason) (ferrolb_speaker_layer2_requests_dropped_total) > 0",
+            )?;
+            if result.is_empty() {
+                Err("no layer2 drop counted".to_string())
+            } else {
+                Ok(result
+                    .iter()
+                    .map(|s| format!("{} {}", s["metric"]["instance"], s["metric"]["reason"]))
+                    .collect::<Vec<_>>())
+            }
+        },
+    );
+    eprintln!("layer2 requests dropped: {drops:?}");
+    // - a reconcile whose write the API server refuses (the controller's ClusterRole without
+    //   services/status for the moment) must be counted as `kind="kube"`, and the Service must
+    //   get its address once the permission is back.
+    let refused = StatusWritesRefused::new(&probe);
+    probe.apply("refused", &ipv4_service_manifest("refused", None, &[]));
+    eventually_ok(
+        "the refused status write counted in ferrolb_reconcile_errors_total{kind=\"kube\"}",
+        Duration::from_secs(60),
+        || {
+            let result = prometheus.query("ferrolb_reconcile_errors_total{kind=\"kube\"} > 0")?;
+            if result.is_empty() {
+                Err("not counted yet".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    drop(refused);
+    let refused_ip = eventually_ok(
+        "Service refused gets its address once the controller may write status again",
+        l2probe::ASSIGN_TIMEOUT,
+        || {
+            let ip = probe.kubectl(&[
+                "get",
+                "service",
+                "-n",
+                "default",
+                "refused",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ]);
+            if ip.trim().is_empty() {
+                Err("no address yet".to_string())
+            } else {
+                Ok(ip)
+            }
+        },
+    );
+    eprintln!("Service refused: {refused_ip} after the ClusterRole was restored");
+
+    // Every dashboard query runs; every metric it queries is exported by the controller or a
+    // speaker (all of them: only the owner of an IP has its layer2 series, only node3 saw its
+    // BGP session flap while it was cut off).
     let dashboard = dashboard();
     let queries = dashboard_queries(&dashboard);
     let mut query_errors = Vec::new();
@@ -1250,32 +1505,33 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         query_errors.is_empty(),
         "dashboard queries failed: {query_errors:#?}"
     );
-    let controller = scrape(
+    let mut exported = exported_metrics(&scrape(
         &client,
         &format!("http://{CONTROL_PLANE_V4}:{CONTROLLER_METRICS_PORT}/metrics"),
-    );
-    let speaker_addr = topology.nodes().next().map(|n| n.ipv4).expect("a node");
-    let speaker = scrape(
-        &client,
-        &format!(
-            "http://{speaker_addr}:{}/metrics",
-            l2probe::SPEAKER_METRICS_PORT
-        ),
-    );
-    let mut exported = exported_metrics(&controller);
-    let from_speaker = exported_metrics(&speaker);
-    exported.names.extend(from_speaker.names);
-    exported.histograms.extend(from_speaker.histograms);
+    ));
+    for node in topology.nodes() {
+        let speaker = exported_metrics(&scrape(
+            &client,
+            &format!(
+                "http://{}:{}/metrics",
+                node.ipv4,
+                l2probe::SPEAKER_METRICS_PORT
+            ),
+        ));
+        exported.names.extend(speaker.names);
+        exported.histograms.extend(speaker.histograms);
+    }
     let used: BTreeSet<String> = queries
         .iter()
         .flat_map(|(_, query)| metric_names(query))
         .collect();
     let missing = exported.missing(&used);
     eprintln!(
-        "dashboard: {} metrics queried, {} exported by the controller and node1's speaker; \
-         not exported: {missing:?}",
+        "dashboard: {} metrics queried, {} names exported by the controller and the {} \
+         speakers; not exported: {missing:?}",
         used.len(),
-        exported.names.len()
+        exported.names.len(),
+        nodes.len()
     );
     assert!(
         missing.is_empty(),
