@@ -14,7 +14,12 @@
 //!   controller and speakers with these rules loaded (their `for:` shortened): nothing fires in
 //!   the healthy lab; an exhausted pool makes the pool-exhausted and the pending alert fire; a
 //!   node cut off makes the membership-partitioned alert fire (and clear when it is back); every
-//!   metric the dashboard queries is exported by the live controller or speaker.
+//!   dashboard query runs, and every metric it queries is exported by the live controller or a
+//!   speaker. The healthy lab has a layer2 Service and a BGP Service advertised by every node
+//!   over BGP sessions with BFD. Families that get their first series with an event (the client
+//!   library writes nothing for an empty family) get that event first: a junk BFD datagram, ARP
+//!   requests for an unused address, and a status write that RBAC refuses, each asserted to be
+//!   counted.
 //!
 //! Run (as root): `cargo test -p ferrolb-tests --test observability -- --nocapture`.
 
@@ -1419,30 +1424,34 @@ fn e2e_prometheus_fires_the_alerts_in_the_lab() {
         },
     );
     eprintln!("BFD datagram with TTL 64 from the client: dropped on node1, reason {dropped:?}");
-    // - ARP requests for an address nobody announces reach the owner of web's IP, which must not
-    //   answer and counts them (`ferrolb_speaker_layer2_requests_dropped_total`);
+    // - ARP requests for an address nobody announces reach every speaker that listens on the
+    //   LAN (the owners of web's IPs), which must not answer and must count them as `not_owner`
+    //   (`ferrolb_speaker_layer2_requests_dropped_total`).
+    let not_owner = || -> Result<f64, String> {
+        Ok(prometheus
+            .query("sum(ferrolb_speaker_layer2_requests_dropped_total{reason=\"not_owner\"})")?
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse().ok())
+            .unwrap_or(0.0))
+    };
+    let before = not_owner().expect("not_owner drops before");
     let mut arping = netns::exec(&client, "arping");
     arping.args(["-c", "2", "-w", "3", "-I", "eth0", UNUSED_LAN_IP]);
     let answered = ferrolb_tests::cmd::run(arping).is_ok();
     assert!(!answered, "something answered ARP for {UNUSED_LAN_IP}");
-    let drops = eventually_ok(
-        &format!("ARP requests for {UNUSED_LAN_IP} counted as dropped"),
+    let after = eventually_ok(
+        &format!("the 2 ARP requests for {UNUSED_LAN_IP} counted as not_owner drops"),
         Duration::from_secs(30),
         || {
-            let result = prometheus.query(
-                "sum by (instance, reason) (ferrolb_speaker_layer2_requests_dropped_total) > 0",
-            )?;
-            if result.is_empty() {
-                Err("no layer2 drop counted".to_string())
+            let now = not_owner()?;
+            if now >= before + 2.0 {
+                Ok(now)
             } else {
-                Ok(result
-                    .iter()
-                    .map(|s| format!("{} {}", s["metric"]["instance"], s["metric"]["reason"]))
-                    .collect::<Vec<_>>())
+                Err(format!("not_owner drops {before} before, {now} now"))
             }
         },
     );
-    eprintln!("layer2 requests dropped: {drops:?}");
+    eprintln!("layer2 not_owner drops: {before} before the ARP requests, {after} after");
     // - a reconcile whose write the API server refuses (the controller's ClusterRole without
     //   services/status for the moment) must be counted as `kind="kube"`, and the Service must
     //   get its address once the permission is back.
