@@ -142,6 +142,12 @@ impl Metrics {
             "1 when this replica is the leader",
             leader.clone(),
         );
+        // Known label values exist from the start, so rate() and increase() see the first one.
+        for kind in ["kube", "not_leader"] {
+            drop(reconcile_errors.get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            }));
+        }
         Metrics {
             registry: root,
             addresses_total: metrics_addresses_total,
