@@ -453,6 +453,8 @@ impl Metrics {
             ("down", before.members_down, now.members_down),
             ("restarted", before.members_restarted, now.members_restarted),
             ("rejoined", before.rejoins, now.rejoins),
+            ("suspected", before.members_suspected, now.members_suspected),
+            ("refuted", before.members_refuted, now.members_refuted),
         ] {
             add(
                 &self

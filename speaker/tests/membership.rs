@@ -222,6 +222,8 @@ async fn probes_are_timed_and_members_counted_by_state() {
             "{} suspects c, which stays live until the suspicion timeout: {stats:?}",
             node.name
         );
+        assert!(stats.members_suspected >= 1, "{}: {stats:?}", node.name);
+        assert_eq!(stats.members_refuted, 0, "c never answered: {stats:?}");
     }
 }
 

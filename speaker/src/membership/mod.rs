@@ -160,6 +160,11 @@ pub struct MembershipStats {
     pub members_restarted: u64,
     /// Times the others declared this node down and it rejoined.
     pub rejoins: u64,
+    /// Members this node saw become suspect (seen after a protocol step: a suspicion made and
+    /// refuted within one step is missed).
+    pub members_suspected: u64,
+    /// Suspects this node saw alive again: they refuted the suspicion.
+    pub members_refuted: u64,
 }
 
 impl MembershipStats {

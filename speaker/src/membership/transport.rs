@@ -4,6 +4,7 @@
 //! sealed and sent, timers queued, and the live set republished.
 
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub(super) struct Counters {
     members_down: AtomicU64,
     members_restarted: AtomicU64,
     rejoins: AtomicU64,
+    members_suspected: AtomicU64,
+    members_refuted: AtomicU64,
     /// Gauges, not counters: the members foca holds as alive / suspect right now (ourselves
     /// not included), stored after every protocol step.
     members_alive: AtomicU64,
@@ -87,6 +90,8 @@ impl Counters {
             members_down: get(&self.members_down),
             members_restarted: get(&self.members_restarted),
             rejoins: get(&self.rejoins),
+            members_suspected: get(&self.members_suspected),
+            members_refuted: get(&self.members_refuted),
         }
     }
 }
@@ -185,6 +190,24 @@ pub(super) struct Task {
     probes: PendingProbes,
     /// Where the round-trip times go (`None`: not measured, nothing is decoded).
     probe_rtt: Option<Histogram>,
+    /// The members foca held as suspect after the previous step, by (name, boot).
+    suspects: BTreeSet<(String, u64)>,
+}
+
+/// How the suspects changed between two protocol steps: members newly suspected, and former
+/// suspects that are alive again (they refuted the suspicion). A suspect that is now down or
+/// gone was not refuted; its `down` is counted by foca's notification.
+pub(super) fn suspicion_changes<K: Ord>(
+    before: &BTreeSet<K>,
+    suspects: &BTreeSet<K>,
+    alive: &BTreeSet<K>,
+) -> (u64, u64) {
+    let suspected = suspects.difference(before).count() as u64;
+    let refuted = before
+        .difference(suspects)
+        .filter(|member| alive.contains(member))
+        .count() as u64;
+    (suspected, refuted)
 }
 
 impl Task {
@@ -228,6 +251,7 @@ impl Task {
             // A ping unanswered after a probe period belongs to a probe foca has given up.
             probes: PendingProbes::new(PENDING_CAPACITY, cfg.timers.probe_period),
             probe_rtt: cfg.probe_rtt.clone(),
+            suspects: BTreeSet::new(),
         }
     }
 
@@ -355,18 +379,29 @@ impl Task {
                 OwnedNotification::Active | OwnedNotification::Idle => {}
             }
         }
-        let (mut alive, mut suspect) = (0u64, 0u64);
+        let (mut alive, mut suspects) = (BTreeSet::new(), BTreeSet::new());
         for member in self.foca.iter_members() {
+            let key = (member.id().name.clone(), member.id().boot);
             match member.state() {
-                State::Alive => alive += 1,
-                State::Suspect => suspect += 1,
+                State::Alive => drop(alive.insert(key)),
+                State::Suspect => drop(suspects.insert(key)),
                 State::Down => {}
             }
         }
-        self.counters.members_alive.store(alive, Ordering::Relaxed);
+        let (suspected, refuted) = suspicion_changes(&self.suspects, &suspects, &alive);
+        self.counters
+            .members_suspected
+            .fetch_add(suspected, Ordering::Relaxed);
+        self.counters
+            .members_refuted
+            .fetch_add(refuted, Ordering::Relaxed);
+        self.counters
+            .members_alive
+            .store(alive.len() as u64, Ordering::Relaxed);
         self.counters
             .members_suspect
-            .store(suspect, Ordering::Relaxed);
+            .store(suspects.len() as u64, Ordering::Relaxed);
+        self.suspects = suspects;
         let mut live: LiveSet = self
             .foca
             .iter_members()
@@ -423,5 +458,24 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn suspicions_and_refutations_are_told_apart_from_deaths() {
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        // b becomes suspect; c was suspect and is alive again; d was suspect and is gone.
+        let before = set(&["c", "d"]);
+        let suspects = set(&["b"]);
+        let alive = set(&["a", "c"]);
+        assert_eq!(super::suspicion_changes(&before, &suspects, &alive), (1, 1));
+        assert_eq!(
+            super::suspicion_changes(&suspects, &suspects, &alive),
+            (0, 0)
+        );
     }
 }
