@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::fs::File;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -65,15 +63,12 @@ fn thousand_services_to_external_ip() {
         let client = control_plane.client().await.expect("client");
         apply_pool(&client, "bench", json!({"addresses": ["198.51.100.0/24", "192.0.2.0/24", "2001:db8::/64"]})).await;
         create_namespace(&client, "bench").await;
-        let log = File::create(control_plane.run_dir.join("bench-controller.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
-            .env("KUBECONFIG", &control_plane.kubeconfig)
-            .env("RUST_LOG", "warn")
-            .args(["--identity", "bench", "--metrics-addr", &free_port().to_string()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn controller");
+        let child = spawn_controller(
+            &control_plane.kubeconfig,
+            &control_plane.run_dir.join("bench-controller.log"),
+            "warn",
+            &["--identity", "bench", "--metrics-addr", &free_port().to_string(), "--webhook-addr", "127.0.0.1:0"],
+        );
         let pid = child.id();
         let _child = KillOnDrop(child);
         // Wait until it leads and serves (one Service gets an address).
@@ -82,14 +77,7 @@ fn thousand_services_to_external_ip() {
 
         let started = Instant::now();
         let names: Vec<String> = (0..count).map(|i| format!("svc-{i:04}")).collect();
-        for chunk in names.chunks(50) {
-            futures::future::join_all(chunk.iter().map(|name| {
-                let client = client.clone();
-                // IPv6: the API server's IPv4 Service CIDR (/25) has only 126 ClusterIPs.
-                async move { create_service(&client, "bench", name, v6_service()).await }
-            }))
-            .await;
-        }
+        create_all(&client, "bench", &names, v6_service()).await;
         let created = started.elapsed();
         let api: Api<Service> = Api::namespaced(client.clone(), "bench");
         eventually("every Service to have an address", Duration::from_secs(600), || async {
@@ -111,11 +99,19 @@ fn thousand_services_to_external_ip() {
 const FLOOR_IN_FLIGHT: usize = 32;
 
 /// Creates `names` in `namespace`, 50 at a time.
-async fn create_all(client: &kube::Client, namespace: &str, names: &[String]) {
+/// Creates `names` in `namespace` with `extra` merged in, 50 at a time. (IPv6 Services: the
+/// API server's IPv4 Service CIDR (/25) has only 126 ClusterIPs.)
+async fn create_all(
+    client: &kube::Client,
+    namespace: &str,
+    names: &[String],
+    extra: serde_json::Value,
+) {
     for chunk in names.chunks(50) {
         futures::future::join_all(chunk.iter().map(|name| {
             let client = client.clone();
-            async move { create_service(&client, namespace, name, v6_service()).await }
+            let extra = extra.clone();
+            async move { create_service(&client, namespace, name, extra).await }
         }))
         .await;
     }
@@ -149,14 +145,7 @@ fn pending_burst_to_external_ip() {
         // Another class: the controller started later must leave these alone.
         let other_class = json!({"spec": {"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
             "allocateLoadBalancerNodePorts": false, "loadBalancerClass": "example.com/other"}});
-        for chunk in names.chunks(50) {
-            futures::future::join_all(chunk.iter().map(|name| {
-                let client = client.clone();
-                let spec = other_class.clone();
-                async move { create_service(&client, "floor", name, spec).await }
-            }))
-            .await;
-        }
+        create_all(&client, "floor", &names, other_class).await;
         let floor_api: Api<Service> = Api::namespaced(client.clone(), "floor");
         let started = Instant::now();
         futures::stream::iter(names.iter().enumerate())
@@ -175,26 +164,16 @@ fn pending_burst_to_external_ip() {
 
         // The controller, up and leading, with nothing to do yet.
         create_namespace(&client, "burst").await;
-        let log = File::create(control_plane.run_dir.join("burst-controller.log")).expect("log");
         let metrics = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
-            .env("KUBECONFIG", &control_plane.kubeconfig)
-            .env("RUST_LOG", "warn")
-            .args([
-                "--identity",
-                "burst",
-                "--metrics-addr",
-                &metrics.to_string(),
-                "--webhook-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn controller");
+        let child = spawn_controller(
+            &control_plane.kubeconfig,
+            &control_plane.run_dir.join("burst-controller.log"),
+            "warn",
+            &["--identity", "burst", "--metrics-addr", &metrics.to_string(), "--webhook-addr", "127.0.0.1:0"],
+        );
         let pid = child.id();
         let _child = KillOnDrop(child);
-        create_all(&client, "burst", &names).await;
+        create_all(&client, "burst", &names, v6_service()).await;
         // Every Service is Pending (no pool): wait until the controller has seen them all.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let rss_before = vm_rss_kib(pid);

@@ -29,14 +29,7 @@ fn options(metrics: std::net::SocketAddr, identity: &str) -> Options {
 fn address_assigned(
     service: &Service,
 ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    service
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == ferrolb_crds::cluster::ADDRESS_ASSIGNED_CONDITION)
-        .cloned()
+    ferrolb_controller::status::address_condition(service).cloned()
 }
 
 fn pool_annotation(pool: &str) -> serde_json::Value {

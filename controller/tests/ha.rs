@@ -20,8 +20,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -190,35 +189,32 @@ impl Drop for Children {
     }
 }
 
-fn spawn_controller(
+fn spawn_replica(
     kubeconfig: &std::path::Path,
     dir: &std::path::Path,
     identity: &str,
     metrics: std::net::SocketAddr,
 ) -> Child {
-    let log = File::create(dir.join(format!("{identity}.log"))).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .args([
+    let lease_seconds = LEASE_SECONDS.to_string();
+    let metrics = metrics.to_string();
+    spawn_controller(
+        kubeconfig,
+        &dir.join(format!("{identity}.log")),
+        "info",
+        &[
             "--identity",
             identity,
             "--lease-name",
             "failover-lease",
             "--lease-duration",
-            &LEASE_SECONDS.to_string(),
+            &lease_seconds,
             "--metrics-addr",
-            &metrics.to_string(),
+            &metrics,
             // Loopback, any port: two replicas run on this host.
             "--webhook-addr",
             "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn ferrolb-controller")
+        ],
+    )
 }
 
 async fn lease_spec(client: &Client) -> Option<LeaseSpec> {
@@ -260,11 +256,11 @@ async fn failover(client: &Client, kubeconfig: &std::path::Path, dir: &std::path
     let mut children = Children(vec![
         (
             "ctl-a".to_string(),
-            spawn_controller(kubeconfig, dir, "ctl-a", metrics_a),
+            spawn_replica(kubeconfig, dir, "ctl-a", metrics_a),
         ),
         (
             "ctl-b".to_string(),
-            spawn_controller(kubeconfig, dir, "ctl-b", metrics_b),
+            spawn_replica(kubeconfig, dir, "ctl-b", metrics_b),
         ),
     ]);
     let leader = eventually("a Lease holder", Duration::from_secs(30), || async {
@@ -451,7 +447,7 @@ fn failover_time_after_sigkill() {
             let metrics = free_port();
             children.0.push((
                 identity.to_string(),
-                spawn_controller(&kubeconfig, &dir, identity, metrics),
+                spawn_replica(&kubeconfig, &dir, identity, metrics),
             ));
             metrics_of.insert(identity.to_string(), metrics);
         }
@@ -522,7 +518,7 @@ fn failover_time_after_sigkill() {
             let metrics = free_port();
             children.0.push((
                 identity.clone(),
-                spawn_controller(&kubeconfig, &dir, &identity, metrics),
+                spawn_replica(&kubeconfig, &dir, &identity, metrics),
             ));
             metrics_of.insert(identity, metrics);
         }

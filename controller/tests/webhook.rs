@@ -61,13 +61,11 @@ struct Controller {
 }
 
 fn start_controller(kubeconfig: &Path, dir: &Path, port: u16, name: &str) -> Controller {
-    let log = fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info")
-        .env_remove("POD_NAME")
-        .env("POD_NAMESPACE", CONFIG_NAMESPACE)
-        .args([
+    let child = spawn_controller(
+        kubeconfig,
+        &dir.join(format!("{name}.log")),
+        "info",
+        &[
             "--identity",
             name,
             "--metrics-addr",
@@ -76,11 +74,8 @@ fn start_controller(kubeconfig: &Path, dir: &Path, port: u16, name: &str) -> Con
             &format!("127.0.0.1:{port}"),
             "--webhook-host",
             "127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn ferrolb-controller");
+        ],
+    );
     Controller {
         _process: KillOnDrop(child),
     }

@@ -301,3 +301,25 @@ pub async fn controller_kubeconfig(
         .await
         .expect("service account kubeconfig")
 }
+
+/// Starts the `ferrolb-controller` binary with `kubeconfig`, `RUST_LOG=rust_log`, no downward-API
+/// variables (the defaults: namespace ferrolb-system, identity from the flags), stderr into `log`
+/// and `args` after its flags.
+pub fn spawn_controller(
+    kubeconfig: &Path,
+    log: &Path,
+    rust_log: &str,
+    args: &[&str],
+) -> std::process::Child {
+    let log = fs::File::create(log).expect("controller log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", rust_log)
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ferrolb-controller")
+}
