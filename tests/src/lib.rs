@@ -7,8 +7,10 @@
 //! * [`harness`]: what tests use: a per-test lab prefix, teardown on drop, logs on failure.
 //! * [`l2probe`]: layer2 probes for those tests: who answers ARP/NDP, the client's neighbour
 //!   cache, failover timing, the Service's IPs, the speakers' membership.
+//! * [`chaos`]: the fault-injection soak behind `cargo xtask lab chaos`.
 //! * [`cmd`], [`process`], [`paths`]: running commands, background processes, run directories.
 
+pub mod chaos;
 pub mod cmd;
 pub mod controlplane;
 pub mod demo;

@@ -53,6 +53,26 @@ enum LabCommand {
         /// Node name, e.g. node2.
         node: String,
     },
+    /// Fault-injection soak: random faults from a seeded schedule, invariants checked between
+    /// them; the report goes to target/chaos/<seed>/report.md. Exits 1 on a violation.
+    Chaos {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Comma-separated fault kinds (default: all): link-down, speaker-kill, speaker-term,
+        /// speaker-freeze, apiserver-freeze, controller-kill, membership-partition.
+        #[arg(long, value_delimiter = ',')]
+        faults: Vec<ferrolb_tests::chaos::schedule::FaultKind>,
+        /// Layer2 Services to keep (at most 12: the pool has 14 addresses of each family).
+        #[arg(long, default_value_t = 6)]
+        services: usize,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Do not build the control plane and the FerroLB binaries first.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Print the path of the lab's admin kubeconfig.
     Kubeconfig,
     /// Run kubectl against the lab: `cargo xtask lab kubectl -- get svc`.
@@ -115,6 +135,33 @@ fn main() -> anyhow::Result<()> {
             LabCommand::Status => lab::status(&prefix()),
             LabCommand::Fail { node } => lab::fail(&prefix(), &node),
             LabCommand::Heal { node } => lab::heal(&prefix(), &node),
+            LabCommand::Chaos {
+                minutes,
+                seed,
+                faults,
+                services,
+                nodes,
+                no_build,
+            } => {
+                if !no_build {
+                    build_for_lab()?;
+                }
+                let options = ferrolb_tests::chaos::ChaosOptions {
+                    minutes,
+                    seed,
+                    faults,
+                    services: services.clamp(1, 12),
+                    nodes: nodes.max(2),
+                };
+                let Some(report) = ferrolb_tests::chaos::run(&options)? else {
+                    anyhow::bail!("the chaos lab needs root");
+                };
+                println!("{}", ferrolb_tests::chaos::render(&options, &report));
+                if report.violations().next().is_some() {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             LabCommand::Kubeconfig => {
                 println!("{}", lab::kubeconfig(&prefix())?.display());
                 Ok(())

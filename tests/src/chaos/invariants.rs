@@ -1,0 +1,251 @@
+//! What must never happen, checked against the lab between faults: the invariants of issue #14,
+//! each as a function that returns the violations it found (empty: it held).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::harness::TestLab;
+use crate::l2probe::L2Probe;
+use crate::process;
+
+/// One Service the run keeps, with the nodes allowed to answer for it.
+#[derive(Debug, Clone)]
+pub struct ServiceUnderTest {
+    pub name: String,
+    /// Set for `externalTrafficPolicy: Local`: only these nodes may answer.
+    pub endpoint_nodes: Option<BTreeSet<String>>,
+    /// Its IPv4 and IPv6 address, as first assigned.
+    pub ips: Vec<IpAddr>,
+}
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// 1..=5, as numbered in the issue.
+    pub invariant: u8,
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invariant {}: {}", self.invariant, self.what)
+    }
+}
+
+/// Invariant 1: every Service keeps the addresses it was first given.
+pub fn addresses_kept(probe: &L2Probe<'_>, services: &[ServiceUnderTest]) -> Vec<Violation> {
+    services
+        .iter()
+        .filter_map(|service| {
+            let out = probe.kubectl(&[
+                "get",
+                "service",
+                "-n",
+                "default",
+                &service.name,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ]);
+            let now: Vec<IpAddr> = out
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            (now != service.ips).then(|| Violation {
+                invariant: 1,
+                what: format!(
+                    "default/{} holds {now:?}, was given {:?}",
+                    service.name, service.ips
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The MACs answering for each address right now, asked in parallel (each ask takes 2 s: two
+/// probes that wait a second for every answer).
+fn answers(probe: &L2Probe<'_>, ips: &[IpAddr]) -> BTreeMap<IpAddr, BTreeSet<String>> {
+    let client = probe.client_ns();
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = ips
+            .iter()
+            .map(|ip| {
+                let client = &client;
+                scope.spawn(move || (*ip, probe.answering_macs_from(client, *ip, 2)))
+            })
+            .collect();
+        asks.into_iter().filter_map(|ask| ask.join().ok()).collect()
+    })
+}
+
+/// Invariant 2: once the lab is steady, exactly one MAC answers for each address, and it is a
+/// node allowed to (for ETP Local, one with an endpoint). Waits up to `settle` for the lab to
+/// become steady; returns the owners and the violations left at the end.
+pub fn single_eligible_answerer(
+    probe: &L2Probe<'_>,
+    services: &[ServiceUnderTest],
+    settle: Duration,
+) -> (BTreeMap<IpAddr, String>, Vec<Violation>) {
+    let deadline = Instant::now() + settle;
+    let ips: Vec<IpAddr> = services.iter().flat_map(|s| s.ips.clone()).collect();
+    loop {
+        let seen = answers(probe, &ips);
+        let mut owners = BTreeMap::new();
+        let mut violations = Vec::new();
+        for service in services {
+            for ip in &service.ips {
+                let macs = seen.get(ip).cloned().unwrap_or_default();
+                if macs.len() != 1 {
+                    violations.push(Violation {
+                        invariant: 2,
+                        what: format!(
+                            "{ip} (default/{}) answered by {} MACs: {macs:?}",
+                            service.name,
+                            macs.len()
+                        ),
+                    });
+                    continue;
+                }
+                let mac = macs.first().cloned().unwrap_or_default();
+                let known = probe
+                    .lab()
+                    .netlab()
+                    .topology
+                    .nodes()
+                    .any(|n| n.mac.eq_ignore_ascii_case(&mac));
+                if !known {
+                    violations.push(Violation {
+                        invariant: 2,
+                        what: format!("{ip} answered by {mac}, not a node's MAC"),
+                    });
+                    continue;
+                }
+                let node = probe.node_of_mac(&mac);
+                if let Some(allowed) = &service.endpoint_nodes
+                    && !allowed.contains(&node)
+                {
+                    violations.push(Violation {
+                        invariant: 2,
+                        what: format!(
+                            "{ip} (default/{}, ETP Local, endpoints on {allowed:?}) answered by \
+                             {node}",
+                            service.name
+                        ),
+                    });
+                }
+                owners.insert(*ip, node);
+            }
+        }
+        if violations.is_empty() || Instant::now() >= deadline {
+            return (owners, violations);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Invariant 3: a client that asks (here: the client's kernel, primed with one ping) ends up
+/// with a neighbour entry pointing at the answering node within a second.
+pub fn clients_follow(probe: &L2Probe<'_>, owners: &BTreeMap<IpAddr, String>) -> Vec<Violation> {
+    owners
+        .iter()
+        .filter_map(|(ip, node)| {
+            let IpAddr::V4(v4) = ip else { return None };
+            let want = probe.mac_of(node);
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut got = probe.prime_neighbour(*v4);
+            while got.as_deref() != Some(want.as_str()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                got = probe.neighbour_mac(*ip);
+            }
+            (got.as_deref() != Some(want.as_str())).then(|| Violation {
+                invariant: 3,
+                what: format!("the client's entry for {ip} is {got:?}, {node} ({want}) answers"),
+            })
+        })
+        .collect()
+}
+
+/// One process of the lab, by its pid file name (`controller`, `speaker-node1`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcessSample {
+    pub name: String,
+    pub pid: i32,
+    pub rss_kib: u64,
+    pub fds: u64,
+}
+
+/// The FerroLB processes' memory and open files right now.
+pub fn sample_processes(lab: &TestLab, names: &[String]) -> Vec<ProcessSample> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let pid = process::read_pid(&lab.run_dir().join(format!("{name}.pid")))?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let rss_kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+            Some(ProcessSample {
+                name: name.clone(),
+                pid,
+                rss_kib,
+                fds,
+            })
+        })
+        .collect()
+}
+
+/// Invariant 5: every FerroLB process runs (none exited on its own: the faults restart what
+/// they stop before this is checked), and no log line says a thread panicked.
+pub fn nothing_crashed(lab: &TestLab, names: &[String]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for name in names {
+        let pid = process::read_pid(&lab.run_dir().join(format!("{name}.pid")));
+        if !pid.is_some_and(process::is_alive) {
+            violations.push(Violation {
+                invariant: 5,
+                what: format!("{name} is not running (pid {pid:?})"),
+            });
+        }
+        let log = lab.run_dir().join(format!("{name}.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("panicked at")) {
+            violations.push(Violation {
+                invariant: 5,
+                what: format!("{name} panicked: {line}"),
+            });
+        }
+    }
+    violations
+}
+
+/// The least-squares slope of `points` (x, y), `None` with fewer than two distinct x.
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let var: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if points.len() < 2 || var == 0.0 {
+        return None;
+    }
+    let cov: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    Some(cov / var)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line_and_of_a_flat_series() {
+        assert_eq!(slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]), Some(2.0));
+        assert_eq!(slope(&[(0.0, 7.0), (5.0, 7.0)]), Some(0.0));
+        assert_eq!(slope(&[(1.0, 7.0)]), None);
+    }
+}
