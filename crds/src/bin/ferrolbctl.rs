@@ -55,12 +55,16 @@ const EXIT_UNREADABLE: u8 = 2;
 fn read_all(files: &[String]) -> Result<ParsedInput, String> {
     let mut all = ParsedInput::default();
     for file in files {
-        let text = if file == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+        // Messages name stdin `stdin`, not `-`.
+        let (text, name) = if file == "-" {
+            let text =
+                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?;
+            (text, "stdin")
         } else {
-            std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+            (text, file.as_str())
         };
-        let parsed = parse_documents(&text, file)?;
+        let parsed = parse_documents(&text, name)?;
         all.documents.extend(parsed.documents);
         all.errors.extend(parsed.errors);
         all.notes.extend(parsed.notes);
