@@ -7,6 +7,9 @@
 //! * `migrate FILE...`: MetalLB CRs and the legacy ConfigMap → FerroLB CRs on stdout; every
 //!   other object is passed through unchanged (first, in input order), so a whole manifest
 //!   converts in one go.
+//!
+//! Both read `-` as stdin, and a Helm `values.yaml` of MetalLB's chart ≤ 0.12 as the legacy
+//! configuration under its `configInline:` key.
 
 use std::process::ExitCode;
 
