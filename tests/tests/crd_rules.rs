@@ -13,6 +13,9 @@
 //!   OpenAPI bound (`minimum`, `maximum`, `minItems`, `enum`, `pattern`, list-map keys) in the
 //!   `spec` of the CRDs the server serves must have been seen refusing something: a new rule
 //!   without a case here fails the test.
+//! * `printer_columns_on_the_real_api_server`: `kubectl get` of each kind prints the columns the
+//!   documents list (docs/configuration.md, and the header lines docs/operations.md shows), with
+//!   the values of a created object in them, and `kubectl get ferrolb` lists every kind.
 //!
 //! Needs the binaries of `cargo xtask controlplane build`: without them the tests skip, or FAIL
 //! when `CI` is set.
@@ -1114,4 +1117,488 @@ fn check_status_bounds(control_plane: &ControlPlane) -> Vec<(String, String)> {
         kubectl_ok(control_plane, &good, "");
     }
     refused
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printer columns and `kubectl explain`.
+
+/// A `kubectl get` table: the header's column names and each row's cells, cut at the columns'
+/// offsets (kubectl left-aligns every cell under its header, three spaces apart; names such as
+/// `AUTO ASSIGN` have single spaces).
+struct Table {
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+fn column_starts(header: &str) -> Vec<usize> {
+    let bytes = header.as_bytes();
+    (0..bytes.len())
+        .filter(|&i| {
+            bytes[i] != b' ' && (i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' '))
+        })
+        .collect()
+}
+
+fn cells(line: &str, starts: &[usize]) -> Vec<String> {
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(line.len())
+                .min(line.len());
+            line.get(start.min(end)..end)
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+fn table(text: &str) -> Table {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let starts = column_starts(header);
+    Table {
+        columns: cells(header, &starts),
+        rows: lines.map(|line| cells(line, &starts)).collect(),
+    }
+}
+
+impl Table {
+    fn cell(&self, row: &str, column: &str) -> &str {
+        let index = self
+            .columns
+            .iter()
+            .position(|c| c == column)
+            .unwrap_or_else(|| panic!("no column {column} in {:?}", self.columns));
+        let row = self
+            .rows
+            .iter()
+            .find(|r| r[0] == row)
+            .unwrap_or_else(|| panic!("no row {row}"));
+        &row[index]
+    }
+}
+
+/// docs/configuration.md's "`kubectl get <plural>` shows A, B and C (`-o wide` adds D and E)"
+/// sentences, as (plural, columns, wide-only columns), column names in kubectl's upper case;
+/// `Assigned IPv4/IPv6` is two columns.
+fn documented_columns(doc: &str) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let text = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let list = |items: &str| -> Vec<String> {
+        items
+            .trim_start_matches("only ")
+            .replace(" and ", ", ")
+            .split(", ")
+            .flat_map(|item| match item.split_once('/') {
+                // `Assigned IPv4/IPv6`: the words before the last one are shared.
+                Some((first, second)) => {
+                    let prefix = first.rsplit_once(' ').map_or("", |(p, _)| p);
+                    vec![first.to_string(), format!("{prefix} {second}")]
+                }
+                None => vec![item.to_string()],
+            })
+            .map(|column| column.trim().to_uppercase())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for part in text.split("`kubectl get ").skip(1) {
+        let Some((plural, rest)) = part.split_once("` shows ") else {
+            continue;
+        };
+        if plural.contains(' ') {
+            continue;
+        }
+        let end = rest.find(['.', '(']).expect("end of the column list");
+        let columns = list(rest[..end].trim());
+        let wide = rest[end..]
+            .strip_prefix("(`-o wide` adds ")
+            .and_then(|wide| wide.split_once(')'))
+            .map(|(wide, _)| list(wide))
+            .unwrap_or_default();
+        out.push((plural.to_string(), columns, wide));
+    }
+    out
+}
+
+/// The column names of the header line in docs/operations.md's block that starts with
+/// `starts_with` (a `# ` comment prefix removed), and the line after it if there is one.
+fn operations_table<'a>(doc: &'a str, starts_with: &str) -> (Vec<String>, Option<&'a str>) {
+    let mut lines = doc
+        .lines()
+        .map(|line| line.strip_prefix("# ").unwrap_or(line))
+        .skip_while(|line| !line.starts_with(starts_with));
+    let header = lines.next().expect("the documented header line");
+    let starts = column_starts(header);
+    let row = lines
+        .next()
+        .filter(|line| !line.starts_with("```") && !line.contains("kubectl"));
+    (cells(header, &starts), row)
+}
+
+/// A `kubectl get` duration (`5m`, `5m1s`, `2d3h`) in seconds.
+fn human_seconds(text: &str) -> u64 {
+    let mut total = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let value: u64 = number
+            .parse()
+            .unwrap_or_else(|_| panic!("duration {text:?}"));
+        number.clear();
+        total += value
+            * match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                'y' => 365 * 86400,
+                _ => panic!("duration {text:?}"),
+            };
+    }
+    assert!(number.is_empty(), "duration {text:?}");
+    total
+}
+
+const PRINTED: &str = "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: prod, namespace: ferrolb-system}
+spec: {addresses: [192.0.2.0/24, \"2001:db8::/120\"], autoAssign: false}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: lan, namespace: ferrolb-system}
+spec: {ipAddressPools: [prod], interfaces: [eth0], nodeSelectors: [{matchLabels: {rack: a}}]}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: external, namespace: ferrolb-system}
+spec: {ipAddressPools: [prod], peers: [tor-a, tor-b]}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: tor-a, namespace: ferrolb-system}
+spec: {myASN: 64500, peerASN: 64501, peerAddress: 192.0.2.1, bfdProfile: fast, ebgpMultiHop: true}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPPeer
+metadata: {name: any-external, namespace: ferrolb-system}
+spec: {myASN: 64500, dynamicASN: external, peerAddress: 192.0.2.2}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: ferrolb-system}
+spec: {receiveInterval: 100, transmitInterval: 200, detectMultiplier: 4}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: Community
+metadata: {name: communities, namespace: ferrolb-system}
+spec: {communities: [{name: no-advertise, value: \"65535:65282\"}]}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: ServiceL2Status
+metadata: {name: l2-web, namespace: ferrolb-system}
+spec: {}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: ServiceBGPStatus
+metadata: {name: bgp-web, namespace: ferrolb-system}
+spec: {}
+---
+apiVersion: ferrolb.io/v1beta1
+kind: BGPSessionState
+metadata: {name: session-p4gs6, namespace: ferrolb-system}
+spec: {}
+";
+
+/// `kubectl get` prints the documented columns with the created objects' values in them;
+/// `kubectl get ferrolb` lists every kind; `kubectl explain <kind>.spec` and `.status` list the
+/// fields of the document's tables, and no others.
+#[test]
+fn printer_columns_on_the_real_api_server() {
+    let Some((control_plane, _stop, run_dir)) = start("crd-columns") else {
+        return;
+    };
+    let configuration = fs::read_to_string(paths::workspace_root().join("docs/configuration.md"))
+        .expect("docs/configuration.md");
+    let operations = fs::read_to_string(paths::workspace_root().join("docs/operations.md"))
+        .expect("docs/operations.md");
+
+    kubectl_ok(&control_plane, &["create", "-f", "-"], PRINTED);
+    // Established five minutes ago, as in docs/operations.md's row.
+    let five_minutes_ago = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(300))
+    .strftime("%Y-%m-%dT%H:%M:%SZ")
+    .to_string();
+    for (resource, name, status) in [
+        (
+            "ipaddresspool",
+            "prod",
+            r#"{"status":{"assignedIPv4":2,"assignedIPv6":1,"availableIPv4":252,"availableIPv6":255}}"#.to_string(),
+        ),
+        (
+            "servicel2status",
+            "l2-web",
+            r#"{"status":{"node":"node-a","serviceName":"web","serviceNamespace":"default","interfaces":[{"name":"eth0"}]}}"#.to_string(),
+        ),
+        (
+            "servicebgpstatus",
+            "bgp-web",
+            r#"{"status":{"node":"node-a","serviceName":"web","serviceNamespace":"default","peers":["tor-a","tor-b"]}}"#.to_string(),
+        ),
+        (
+            "bgpsessionstate",
+            "session-p4gs6",
+            format!(
+                r#"{{"status":{{"node":"node1","peer":"router-v4","peerAddress":"192.0.2.1:179","bgpState":"Established","bfdState":"Up","establishedTime":"{five_minutes_ago}","prefixesSent":1,"flaps":0}}}}"#
+            ),
+        ),
+    ] {
+        kubectl_ok(
+            &control_plane,
+            &[
+                "patch",
+                resource,
+                "-n",
+                FERROLB_NAMESPACE,
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status,
+            ],
+            "",
+        );
+    }
+
+    let get = |plural: &str, wide: bool| -> Table {
+        let mut args = vec!["get", plural, "-n", FERROLB_NAMESPACE];
+        if wide {
+            args.extend(["-o", "wide"]);
+        }
+        table(&kubectl_ok(&control_plane, &args, ""))
+    };
+
+    // The columns docs/configuration.md lists, for every kind.
+    let documented = documented_columns(&configuration);
+    let plurals: BTreeSet<&str> = documented.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        plurals,
+        BTreeSet::from([
+            "bfdprofiles",
+            "bgpadvertisements",
+            "bgppeers",
+            "bgpsessionstates",
+            "communities",
+            "ipaddresspools",
+            "l2advertisements",
+            "servicebgpstatuses",
+            "servicel2statuses",
+        ]),
+        "docs/configuration.md should list the columns of every kind"
+    );
+    for (plural, columns, wide) in &documented {
+        let mut expected = vec!["NAME".to_string()];
+        expected.extend(columns.iter().cloned());
+        assert_eq!(get(plural, false).columns, expected, "kubectl get {plural}");
+        // `-o wide` adds the documented ones (each where the CRD puts it: compare as sets).
+        let printed_wide: BTreeSet<String> = get(plural, true).columns.into_iter().collect();
+        let expected_wide: BTreeSet<String> = expected.iter().chain(wide.iter()).cloned().collect();
+        assert_eq!(printed_wide, expected_wide, "kubectl get {plural} -o wide");
+    }
+
+    // docs/operations.md's header lines, and its BGPSessionState row.
+    let pools = get("ipaddresspools", false);
+    assert_eq!(
+        operations_table(&operations, "NAME   ADDRESSES").0,
+        pools.columns,
+        "docs/operations.md: IPAddressPool status"
+    );
+    let (columns, row) = operations_table(&operations, "NAME            NODE");
+    let sessions = get("bgpsessionstates", false);
+    assert_eq!(
+        columns, sessions.columns,
+        "docs/operations.md: bgpsessionstates"
+    );
+    let documented_row = cells(
+        row.expect("the documented row"),
+        &column_starts(
+            operations
+                .lines()
+                .filter_map(|line| line.strip_prefix("# "))
+                .find(|line| line.starts_with("NAME            NODE"))
+                .expect("header"),
+        ),
+    );
+    for (column, value) in columns.iter().zip(&documented_row) {
+        let printed = sessions.cell("session-p4gs6", column);
+        if column == "UPTIME" {
+            // A duration since establishedTime (5 minutes ago), printed as `kubectl get` does.
+            let seconds = human_seconds(printed);
+            assert!((300..3600).contains(&seconds), "UPTIME {printed}");
+            assert_eq!(human_seconds(value), 300, "the documented {value}");
+        } else {
+            assert_eq!(printed, value, "bgpsessionstates {column}");
+        }
+    }
+
+    // Values of the created objects.
+    for (plural, row, column, value) in [
+        (
+            "ipaddresspools",
+            "prod",
+            "ADDRESSES",
+            r#"["192.0.2.0/24","2001:db8::/120"]"#,
+        ),
+        ("ipaddresspools", "prod", "AUTO ASSIGN", "false"),
+        ("ipaddresspools", "prod", "ASSIGNED IPV4", "2"),
+        ("ipaddresspools", "prod", "ASSIGNED IPV6", "1"),
+        ("ipaddresspools", "prod", "AVAILABLE IPV4", "252"),
+        ("ipaddresspools", "prod", "AVAILABLE IPV6", "255"),
+        ("l2advertisements", "lan", "IPADDRESSPOOLS", r#"["prod"]"#),
+        ("l2advertisements", "lan", "INTERFACES", r#"["eth0"]"#),
+        (
+            "bgpadvertisements",
+            "external",
+            "PEERS",
+            r#"["tor-a","tor-b"]"#,
+        ),
+        ("bgppeers", "tor-a", "ADDRESS", "192.0.2.1"),
+        ("bgppeers", "tor-a", "ASN", "64501"),
+        ("bgppeers", "tor-a", "MY ASN", "64500"),
+        ("bgppeers", "tor-a", "BFD PROFILE", "fast"),
+        ("bgppeers", "any-external", "ASN", ""),
+        ("bfdprofiles", "fast", "PASSIVE MODE", "false"),
+        ("bfdprofiles", "fast", "TRANSMIT INTERVAL", "200"),
+        ("bfdprofiles", "fast", "RECEIVE INTERVAL", "100"),
+        ("bfdprofiles", "fast", "MULTIPLIER", "4"),
+        ("servicel2statuses", "l2-web", "SERVICE", "web"),
+        (
+            "servicel2statuses",
+            "l2-web",
+            "SERVICE NAMESPACE",
+            "default",
+        ),
+        ("servicel2statuses", "l2-web", "NODE", "node-a"),
+        ("servicebgpstatuses", "bgp-web", "NODE", "node-a"),
+        (
+            "servicebgpstatuses",
+            "bgp-web",
+            "PEERS",
+            r#"["tor-a","tor-b"]"#,
+        ),
+    ] {
+        assert_eq!(
+            get(plural, false).cell(row, column),
+            value,
+            "{plural} {row} {column}"
+        );
+    }
+    for (row, column, value) in [
+        ("tor-a", "MULTI HOPS", "true"),
+        ("any-external", "DYNAMIC ASN", "external"),
+        ("any-external", "INTERFACE", ""),
+    ] {
+        assert_eq!(
+            get("bgppeers", true).cell(row, column),
+            value,
+            "bgppeers -o wide {row} {column}"
+        );
+    }
+    assert_eq!(
+        get("l2advertisements", true).cell("lan", "NODE SELECTORS"),
+        r#"[{"matchLabels":{"rack":"a"}}]"#
+    );
+
+    // `kubectl get ferrolb` lists every kind (category `ferrolb`).
+    let all = kubectl_ok(
+        &control_plane,
+        &["get", "ferrolb", "-n", FERROLB_NAMESPACE, "-o", "name"],
+        "",
+    );
+    let kinds: BTreeSet<&str> = all
+        .lines()
+        .filter_map(|line| line.split_once(".ferrolb.io/").map(|(kind, _)| kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "bfdprofile",
+            "bgpadvertisement",
+            "bgppeer",
+            "bgpsessionstate",
+            "community",
+            "ipaddresspool",
+            "l2advertisement",
+            "servicebgpstatus",
+            "servicel2status",
+        ]),
+        "{all}"
+    );
+
+    check_explain(&control_plane, &configuration);
+    drop(control_plane);
+    finish(&run_dir);
+}
+
+/// `kubectl explain <plural>.spec` (and `.status`) lists exactly the top-level fields of the
+/// kind's table in docs/configuration.md (`status.conditions` aside where the table says it is
+/// written by the controller).
+fn check_explain(control_plane: &ControlPlane, doc: &str) {
+    let sections: Vec<(&str, &str)> = doc
+        .split("\n## ")
+        .skip(1)
+        .filter_map(|section| section.split_once('\n'))
+        .collect();
+    let mut checked = 0;
+    for (title, body) in sections {
+        let plural = match title.trim() {
+            "IPAddressPool" => "ipaddresspools",
+            "L2Advertisement" => "l2advertisements",
+            "BGPAdvertisement" => "bgpadvertisements",
+            "BGPPeer" => "bgppeers",
+            "BFDProfile" => "bfdprofiles",
+            "Community" => "communities",
+            "ServiceL2Status" => "servicel2statuses",
+            "ServiceBGPStatus" => "servicebgpstatuses",
+            "BGPSessionState" => "bgpsessionstates",
+            _ => continue,
+        };
+        for part in ["spec", "status"] {
+            // Every `spec.x...` named in the first cell of a table row: its top-level field.
+            let documented: BTreeSet<String> = body
+                .lines()
+                .filter(|line| line.starts_with("| `"))
+                .filter_map(|line| line.split('|').nth(1))
+                .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+                .filter_map(|path| path.strip_prefix(&format!("{part}.")))
+                .map(|path| {
+                    path.split(['.', '['])
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            let explained =
+                kubectl_ok(control_plane, &["explain", &format!("{plural}.{part}")], "");
+            let fields: BTreeSet<String> = explained
+                .lines()
+                .filter_map(|line| line.strip_prefix("  "))
+                .filter(|line| !line.starts_with(' '))
+                .filter_map(|line| line.split_once('\t').map(|(field, _)| field.to_string()))
+                .collect();
+            assert_eq!(
+                documented, fields,
+                "docs/configuration.md's {title} table vs kubectl explain {plural}.{part}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18, "every kind's spec and status");
 }
