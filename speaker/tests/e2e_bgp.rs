@@ -11,10 +11,13 @@
 //! - node3's speaker stopped with SIGTERM: FRR logs its Cease (Administrative Shutdown) and
 //!   drops its paths;
 //! - `externalTrafficPolicy: Local` with the endpoint on node2 only: only node2's path remains;
-//! - the Service deleted: the routes are withdrawn.
+//! - the Service deleted: the routes are withdrawn;
+//! - the router ID FRR sees (`remoteRouterId`): each node's IPv4 address, since the BGPPeers
+//!   leave `routerID` unset, on the IPv6 sessions too.
 //!
 //! `e2e_bgp_legacy_configmap`: the same from MetalLB's legacy ConfigMap (`peers:`, a `protocol:
-//! bgp` pool with `bgp-advertisements` and a `bgp-communities` alias), as tutorials write it.
+//! bgp` pool with `bgp-advertisements` and a `bgp-communities` alias), as tutorials write it;
+//! its peer sets `router-id`, which FRR sees from both nodes.
 //!
 //! A second test, `e2e_bgp_status_secret_and_ext`, checks what a user reads and the
 //! `passwordSecret` path: the BGPPeer's TCP-MD5 key comes from a Secret, first a wrong one (the
@@ -174,6 +177,43 @@ fn wait_paths(router: &Router, prefix: &str, nodes: &[&str]) {
     eprintln!("FRR BGP table for {prefix}: {table}");
 }
 
+/// The BGP identifier FRR received from each of `nodes` on its session of one family, as
+/// `show bgp neighbors <address> json` reports it (`remoteRouterId`); an error until every one
+/// of them is Established.
+fn remote_router_ids(router: &Router, nodes: &[&str], v4: bool) -> Result<Vec<String>, String> {
+    node_hops(nodes, v4)
+        .iter()
+        .map(|hop| {
+            let reply = vtysh_json(router, &format!("show bgp neighbors {hop} json"))?;
+            let neighbor = &reply[hop.to_string()];
+            match (
+                neighbor["bgpState"].as_str(),
+                neighbor["remoteRouterId"].as_str(),
+            ) {
+                (Some("Established"), Some(id)) => Ok(id.to_string()),
+                _ => Err(format!("{hop}: {reply}")),
+            }
+        })
+        .collect()
+}
+
+/// docs/configuration.md: `routerID` unset means the node's IPv4 address (the lab nodes' only
+/// one, also for their IPv6 sessions); FRR sees it on every session of `nodes`.
+fn assert_default_router_ids(router: &Router, nodes: &[&str], v4: bool) {
+    let expected: Vec<String> = node_hops(nodes, true)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let family = if v4 { "IPv4" } else { "IPv6" };
+    let ids = eventually(&format!("FRR: {family} sessions of {nodes:?}"), || {
+        remote_router_ids(router, nodes, v4)
+    });
+    assert_eq!(
+        ids, expected,
+        "router IDs FRR sees on the {family} sessions"
+    );
+}
+
 /// `router bgp` configuration lines (retried while bgpd starts; the lines are not printed:
 /// one may carry a password).
 fn configure_router(router: &Router, lines: &[&str]) {
@@ -218,6 +258,9 @@ fn e2e_bgp_every_node_advertises_to_frr() {
     eprintln!("FRR RIB {p4}: {rib:?}");
     let summary = vtysh_json(&router, "show bgp summary json").unwrap();
     eprintln!("FRR summary: {summary}");
+    // Neither BGPPeer sets routerID: each node presents its IPv4 address, on both sessions.
+    assert_default_router_ids(&router, &NODES, true);
+    assert_default_router_ids(&router, &NODES, false);
 
     // node3's speaker stopped gracefully (SIGTERM): it sends a Cease on its sessions and FRR
     // drops its paths at once.
@@ -521,6 +564,7 @@ data:
     - peer-address: 192.0.2.1
       peer-asn: 64512
       my-asn: 64513
+      router-id: 198.51.100.7
     bgp-communities:
       lab: 64513:100
     address-pools:
@@ -581,6 +625,11 @@ fn e2e_bgp_legacy_configmap() {
         .collect();
     eprintln!("legacy peer's sessions: {names:?}");
     assert_eq!(names.len(), 1, "{sessions:?}");
+    // `router-id` set: both nodes present it instead of their own address.
+    let ids = eventually("FRR: the legacy peer's sessions", || {
+        remote_router_ids(&router, &nodes, true)
+    });
+    assert_eq!(ids, ["198.51.100.7", "198.51.100.7"], "router IDs FRR sees");
 }
 
 /// The BFD test's configuration: the BFDProfile `fast` (the lab router's timers) on both

@@ -7,6 +7,9 @@
 //! * `migrate FILE...`: MetalLB CRs and the legacy ConfigMap → FerroLB CRs on stdout; every
 //!   other object is passed through unchanged (first, in input order), so a whole manifest
 //!   converts in one go.
+//!
+//! Both read `-` as stdin, and a Helm `values.yaml` of MetalLB's chart ≤ 0.12 as the legacy
+//! configuration under its `configInline:` key.
 
 use std::process::ExitCode;
 
@@ -55,12 +58,16 @@ const EXIT_UNREADABLE: u8 = 2;
 fn read_all(files: &[String]) -> Result<ParsedInput, String> {
     let mut all = ParsedInput::default();
     for file in files {
-        let text = if file == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+        // Messages name stdin `stdin`, not `-`.
+        let (text, name) = if file == "-" {
+            let text =
+                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?;
+            (text, "stdin")
         } else {
-            std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+            (text, file.as_str())
         };
-        let parsed = parse_documents(&text, file)?;
+        let parsed = parse_documents(&text, name)?;
         all.documents.extend(parsed.documents);
         all.errors.extend(parsed.errors);
         all.notes.extend(parsed.notes);

@@ -2,8 +2,11 @@
 //!
 //! Used by `ferrolbctl` and the table tests. Dispatches on `apiVersion`/`kind`:
 //! `ferrolb.io/v1beta1` kinds, the same kinds under `metallb.io/v1beta1|v1beta2` (same field
-//! names), a `v1` ConfigMap with `data.config` (MetalLB's legacy format) or just the text of
-//! that `data.config` (a mapping with only legacy keys). Any other Kubernetes object (a
+//! names), a `v1` ConfigMap with `data.config` (MetalLB's legacy format), just the text of
+//! that `data.config` (a mapping with only legacy keys), or a Helm `values.yaml` of MetalLB's
+//! chart ≤ 0.12 (a mapping with a `configInline` key and no `apiVersion`/`kind`): its
+//! `configInline` is the legacy configuration, the other values are ignored with a note. Any
+//! other Kubernetes object (a
 //! Deployment, a Service, a Secret, a Namespace, ...) is not ours: it is kept as it is
 //! ([`ParsedInput::others`]), so that `ferrolbctl validate` can list what it skipped and
 //! `ferrolbctl migrate` can pass it through. Unknown kinds in the FerroLB or MetalLB groups, and
@@ -76,7 +79,11 @@ pub fn parse_documents(text: &str, source: &str) -> Result<ParsedInput, String> 
     let mut out = ParsedInput::default();
     for (i, value) in values.into_iter().enumerate() {
         let location = format!("{source}: document {}", i + 1);
-        match parse_document(value, &location) {
+        let mut notes = Vec::new();
+        let parsed = parse_document(value, &location, &mut notes);
+        out.notes
+            .extend(notes.into_iter().map(|note| format!("{location}: {note}")));
+        match parsed {
             Ok(Some(document)) => out.documents.push(document),
             Ok(None) => {}
             Err(DocumentError::Skipped(note)) => out.notes.push(format!("{location}: {note}")),
@@ -94,6 +101,10 @@ pub fn parse_documents(text: &str, source: &str) -> Result<ParsedInput, String> 
 /// Top-level keys of a legacy configuration (`data.config`).
 const LEGACY_KEYS: [&str; 4] = ["peers", "bgp-communities", "address-pools", "bfd-profiles"];
 
+/// The key of MetalLB's Helm chart (≤ 0.12) whose value the chart renders, as YAML, into the
+/// legacy ConfigMap's `data.config`.
+const HELM_CONFIG_INLINE: &str = "configInline";
+
 enum DocumentError {
     Skipped(String),
     /// Not ours (another API group or kind): kept unchanged.
@@ -104,9 +115,11 @@ enum DocumentError {
     Invalid(String),
 }
 
+/// One document; `notes` gets what the user should know about it (without the location).
 fn parse_document(
     mut value: Value,
     location: &str,
+    notes: &mut Vec<String>,
 ) -> Result<Option<InputDocument>, DocumentError> {
     if value.is_null() {
         return Ok(None);
@@ -151,6 +164,9 @@ fn parse_document(
             api: SourceApi::Core,
             object: InputObject::Legacy(cm),
         }));
+    }
+    if api_version.is_empty() && kind.is_empty() && map.contains_key(HELM_CONFIG_INLINE) {
+        return helm_values(map, location, notes);
     }
     if api_version.is_empty() || kind.is_empty() {
         return Err(DocumentError::Invalid(
@@ -242,6 +258,63 @@ fn parse_document(
         location: location.into(),
         api,
         object,
+    }))
+}
+
+const EMPTY_CONFIG_INLINE: &str = "Helm values: configInline is empty: no configuration in this \
+     document (the chart then uses the ConfigMap named by existingConfigMap: give that instead)";
+
+/// A Helm `values.yaml` of MetalLB's chart ≤ 0.12: `configInline` is the legacy configuration
+/// (the chart writes `toYaml .Values.configInline` into the ConfigMap's `data.config`, so it is
+/// read exactly as that text is); every other key configures the chart, not MetalLB, and is
+/// ignored with a note.
+fn helm_values(
+    map: &serde_json::Map<String, Value>,
+    location: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<InputDocument>, DocumentError> {
+    let ignored: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|key| *key != HELM_CONFIG_INLINE)
+        .collect();
+    if !ignored.is_empty() {
+        notes.push(format!(
+            "Helm values: ignored (they configure MetalLB's chart, not MetalLB): {}",
+            ignored.join(", ")
+        ));
+    }
+    let config = match &map[HELM_CONFIG_INLINE] {
+        // The chart then renders no ConfigMap and MetalLB reads `existingConfigMap`.
+        Value::Null => {
+            notes.push(EMPTY_CONFIG_INLINE.into());
+            return Ok(None);
+        }
+        Value::Object(inline) if inline.is_empty() => {
+            notes.push(EMPTY_CONFIG_INLINE.into());
+            return Ok(None);
+        }
+        inline @ Value::Object(_) => serde_json::from_value(inline.clone()).map_err(|e| {
+            DocumentError::Invalid(format!("Helm values: {HELM_CONFIG_INLINE}: {e}"))
+        })?,
+        _ => {
+            return Err(DocumentError::Invalid(format!(
+                "Helm values: {HELM_CONFIG_INLINE} must be a mapping (address-pools, peers, \
+                 bgp-communities, bfd-profiles), as MetalLB's chart ≤ 0.12 takes it"
+            )));
+        }
+    };
+    notes.push(format!(
+        "Helm values: {HELM_CONFIG_INLINE} read as MetalLB's legacy configuration (its errors name it ConfigMap/config)"
+    ));
+    Ok(Some(InputDocument {
+        location: location.into(),
+        api: SourceApi::Core,
+        object: InputObject::Legacy(LegacyConfigMap {
+            name: "config".into(),
+            namespace: None,
+            config,
+        }),
     }))
 }
 

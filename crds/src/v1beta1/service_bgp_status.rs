@@ -53,17 +53,20 @@ pub struct ServiceBGPStatusSpec {}
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBGPStatusStatus {
-    /// Name of the node that announces the Service. Cannot be changed once set.
+    /// Name of the node that announces the Service. Once set, the API server refuses a write that changes it to
+    /// another value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("node is immutable"))]
     pub node: Option<String>,
 
-    /// Name of the announced Service. Cannot be changed once set.
+    /// Name of the announced Service. Once set, the API server refuses a write that changes it to
+    /// another value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("serviceName is immutable"))]
     pub service_name: Option<String>,
 
-    /// Namespace of the announced Service. Cannot be changed once set.
+    /// Namespace of the announced Service. Once set, the API server refuses a write that changes it to
+    /// another value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("serviceNamespace is immutable"))]
     pub service_namespace: Option<String>,

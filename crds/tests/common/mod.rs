@@ -48,7 +48,8 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs the built `ferrolbctl` with `args` and `text` saved as `name` (the last argument).
+/// Runs the built `ferrolbctl` with `args` and `text` saved as `name` (the last argument, given
+/// relative to the working directory, so that messages name the file as `name`).
 pub fn ferrolbctl(args: &[&str], name: &str, text: &str) -> Run {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -60,8 +61,9 @@ pub fn ferrolbctl(args: &[&str], name: &str, text: &str) -> Run {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("writing the input");
     let output = Command::new(env!("CARGO_BIN_EXE_ferrolbctl"))
+        .current_dir(&dir)
         .args(args)
-        .arg(&path)
+        .arg(name)
         .output()
         .expect("running ferrolbctl");
     let _ = std::fs::remove_dir_all(&dir);
