@@ -120,12 +120,20 @@ fn yaml_objects(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `helm template ferrolb charts/ferrolb --namespace NS ARGS...` as objects.
+/// `helm template ferrolb charts/ferrolb --namespace NS ARGS...` as objects; Helm must print
+/// nothing on stderr (no warning).
 fn render(helm_path: &Path, namespace: &str, args: &[&str]) -> Vec<Value> {
     let chart = chart_dir().display().to_string();
     let mut full = vec!["template", RELEASE, &chart, "--namespace", namespace];
     full.extend_from_slice(args);
-    yaml_objects(&stdout_ok(&helm(helm_path, &full), "helm template"))
+    let output = helm(helm_path, &full);
+    let stdout = stdout_ok(&output, "helm template");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "helm template {args:?} printed on stderr"
+    );
+    yaml_objects(&stdout)
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -1026,15 +1034,20 @@ fn chart_on_the_real_api_server() {
 // ---------------------------------------------------------------------------------------------
 // The docs.
 
-/// The body of the fenced block whose first line is `first_line`, without that line.
-fn block_starting_with<'a>(text: &'a str, first_line: &str) -> &'a str {
-    let opening = format!("```yaml\n{first_line}\n");
-    let start = text
-        .find(&opening)
-        .unwrap_or_else(|| panic!("no block starting with {first_line:?}"))
-        + opening.len();
-    let body = &text[start..];
-    &body[..body.find("```").expect("closing fence")]
+/// The body of the fenced YAML block whose first line is `first_line`, without that line and
+/// without the block's indentation (a block in a list item is indented).
+fn block_starting_with(text: &str, first_line: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let opening = lines
+        .windows(2)
+        .position(|pair| pair[0].trim() == "```yaml" && pair[1].trim() == first_line)
+        .unwrap_or_else(|| panic!("no YAML block starting with {first_line:?}"));
+    let indent = &lines[opening][..lines[opening].len() - lines[opening].trim_start().len()];
+    lines[opening + 2..]
+        .iter()
+        .take_while(|line| line.trim() != "```")
+        .map(|line| format!("{}\n", line.strip_prefix(indent).unwrap_or(line)))
+        .collect()
 }
 
 /// docs/install.md and the README show the values file the lab test installs, and the command
@@ -1145,7 +1158,7 @@ fn route_webhook_service(lab: &TestLab) {
     fs::write(
         &ruleset,
         format!(
-            "table ip ferrolb-webhook-service {{\n  chain output {{\n    type nat hook output priority dstnat; policy accept;\n    ip daddr {ip} tcp dport 443 redirect to :{}\n  }}\n}}\n",
+            "table ip ferrolb-webhook-service {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip daddr {ip} tcp dport 443 redirect to :{}\n  }}\n}}\n",
             cluster::WEBHOOK_PORT
         ),
     )
@@ -1181,6 +1194,21 @@ spec:
   ports:
   - port: 80
     protocol: TCP
+---
+# The web servers on the nodes as web's endpoints (the lab has no endpoint controller): the
+# speakers announce only Services with a ready endpoint.
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-lab
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [192.0.2.11], nodeName: node1, conditions: {ready: true, serving: true}}
+- {addresses: [192.0.2.12], nodeName: node2, conditions: {ready: true, serving: true}}
+- {addresses: [192.0.2.13], nodeName: node3, conditions: {ready: true, serving: true}}
 ---
 apiVersion: v1
 kind: Service
