@@ -1502,7 +1502,23 @@ fn helm_install_upgrade_uninstall_in_the_lab() {
         ingress_ip(control_plane, "web-wider")
     });
     assert_eq!(wider, Ipv4Addr::new(192, 0, 2, 90));
-    // ...and nothing moved.
+    // ...and, once every speaker has the new configuration too, nothing moved.
+    for node in nodes {
+        let log = run_dir.join(format!("speaker-{node}.log"));
+        eventually_ok(
+            &format!("{node}'s speaker loads the new pool"),
+            TIMEOUT,
+            || {
+                let loads = fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .matches("configuration loaded")
+                    .count();
+                (loads >= 2)
+                    .then_some(())
+                    .ok_or(format!("{loads} configuration(s) loaded"))
+            },
+        );
+    }
     assert_eq!(
         ingress_ip(control_plane, "web"),
         Ok(ip),
