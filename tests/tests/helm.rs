@@ -466,6 +466,12 @@ fn config_inline_becomes_the_legacy_config_map() {
     // No configuration at all: no ConfigMap, no resources.
     let objects = render(&helm_path, FERROLB_NAMESPACE, &[]);
     assert!(all_of(&objects, "ConfigMap").is_empty());
+    assert!(
+        !objects
+            .iter()
+            .any(|object| object["apiVersion"] == "ferrolb.io/v1beta1")
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 fn built_ferrolbctl() -> Option<PathBuf> {
@@ -705,6 +711,7 @@ fn every_value_is_rendered() {
             &validate.output().expect("ferrolbctl"),
             "ferrolbctl validate of the structured values",
         );
+        let _ = fs::remove_dir_all(&dir);
     }
 }
 
