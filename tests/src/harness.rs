@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::controlplane::ControlPlane;
-use crate::lab::{FerrolbBinaries, Lab};
+use crate::lab::{FerrolbBinaries, Install, Lab};
 use crate::netlab::Netlab;
 
 /// Lines of each log printed when a test fails.
@@ -119,11 +119,22 @@ impl TestLab {
         nodes: usize,
         binaries: FerrolbBinaries,
     ) -> anyhow::Result<Option<TestLab>> {
+        TestLab::start_installed(test, nodes, binaries, Install::default())
+    }
+
+    /// [`Self::start_with`], FerroLB installed as `install` says (e.g. with the Helm chart).
+    pub fn start_installed(
+        test: &str,
+        nodes: usize,
+        binaries: FerrolbBinaries,
+        install: Install,
+    ) -> anyhow::Result<Option<TestLab>> {
         if !require_root(test) {
             return Ok(None);
         }
         let mut test_lab = TestLab::unstarted(test, nodes)?;
         test_lab.lab.binaries = binaries;
+        test_lab.lab.install = install;
         // On failure `test_lab` is dropped here, which tears down what was built.
         match test_lab.lab.up() {
             Ok(control_plane) => test_lab.control_plane = Some(control_plane),

@@ -1,11 +1,11 @@
 //! The whole lab: network namespaces + control plane + FerroLB processes, under one name prefix.
 //!
 //! `up` = network ([`Netlab`]) -> control plane in `<P>cp` ([`ControlPlane`], see
-//! [`crate::controlplane`]) -> Nodes `node1..N` registered -> manifests from `config/crd/` and
-//! `config/rbac/` applied -> ServiceAccount kubeconfigs minted -> FerroLB controller and speakers
-//! started (only when their binaries are real implementations, see [`real_binary`]). Every step
-//! is idempotent: a second `up` attaches to the running control plane and starts only what is
-//! missing.
+//! [`crate::controlplane`]) -> FerroLB installed ([`Install`]: manifests from `config/crd/` and
+//! `config/rbac/`, or the Helm chart) -> Nodes `node1..N` registered -> ServiceAccount
+//! kubeconfigs minted -> FerroLB controller and speakers started (only when their binaries are
+//! real implementations, see [`real_binary`]). Every step is idempotent: a second `up` attaches
+//! to the running control plane and starts only what is missing.
 //!
 //! State lives in the run directory ([`crate::paths::run_dir`]): `lab.json` (what `up` built),
 //! pid and log files of every process, `frr/` (router configs and logs), `controlplane/` (PKI,
@@ -21,6 +21,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE, NodeSpec};
+use crate::helm::HelmRelease;
 use crate::netlab::Netlab;
 use crate::paths;
 use crate::process::Background;
@@ -55,11 +56,27 @@ pub const SPEAKER_SERVICE_ACCOUNT: &str = "ferrolb-speaker";
 /// skipped).
 pub const MANIFEST_DIRS: [&str; 2] = ["config/crd", "config/rbac"];
 
-/// One lab: its network, its run directory and the FerroLB binaries it runs.
+/// One lab: its network, its run directory, the FerroLB binaries it runs and how FerroLB's
+/// objects get into its API server.
 #[derive(Debug, Clone)]
 pub struct Lab {
     pub netlab: Netlab,
     pub binaries: FerrolbBinaries,
+    pub install: Install,
+}
+
+/// How `up` puts FerroLB's objects into the lab's API server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Install {
+    /// `kubectl apply --server-side` of [`MANIFEST_DIRS`] (CRDs and RBAC); the configuration is
+    /// up to the caller. The processes run as config/ runs them.
+    #[default]
+    Manifests,
+    /// `helm upgrade --install` of the chart: CRDs, RBAC, configuration and everything else it
+    /// renders. The lab has no kubelet, so the chart's Deployment and DaemonSet are only stored;
+    /// the lab runs the binaries itself, as the ServiceAccounts the chart created and with the
+    /// arguments of the chart's pod templates.
+    Helm(HelmRelease),
 }
 
 /// Where the FerroLB binaries are: `$FERROLB_CONTROLLER_BIN` / `$FERROLB_SPEAKER_BIN`, else
@@ -90,6 +107,7 @@ impl Lab {
         Ok(Lab {
             netlab: Netlab::new(prefix, nodes, &paths::run_dir(prefix))?,
             binaries: FerrolbBinaries::default(),
+            install: Install::default(),
         })
     }
 
@@ -165,17 +183,66 @@ impl Lab {
             self.prefix(),
             control_plane.server_url
         );
-        for dir in MANIFEST_DIRS {
-            control_plane
-                .install_crds(&paths::workspace_root().join(dir))
-                .with_context(|| format!("applying {dir}"))?;
-        }
+        let args = self.install_ferrolb(&control_plane)?;
         self.remove_stale_nodes(&control_plane)?;
         let kubeconfigs = self.cluster_setup(&control_plane)?;
-        for started in self.start_ferrolb(&kubeconfigs)? {
+        for started in self.start_ferrolb_with(&kubeconfigs, &args)? {
             println!("lab {:?}: {started}", self.prefix());
         }
         Ok(control_plane)
+    }
+
+    /// Installs FerroLB's objects as [`Self::install`] says. Returns the arguments to run the
+    /// binaries with: none for [`Install::Manifests`] (config/'s pods pass only what the lab's
+    /// defaults already are), the pod templates' for [`Install::Helm`].
+    fn install_ferrolb(&self, control_plane: &ControlPlane) -> anyhow::Result<FerrolbArgs> {
+        match &self.install {
+            Install::Manifests => {
+                for dir in MANIFEST_DIRS {
+                    control_plane
+                        .install_crds(&paths::workspace_root().join(dir))
+                        .with_context(|| format!("applying {dir}"))?;
+                }
+                Ok(FerrolbArgs::default())
+            }
+            Install::Helm(release) => {
+                // As docs/install.md says to before `helm install`: Helm does not label the
+                // namespace, and the speaker's pods need this level.
+                control_plane.kubectl_output([
+                    "label",
+                    "--overwrite",
+                    "namespace",
+                    FERROLB_NAMESPACE,
+                    "pod-security.kubernetes.io/enforce=privileged",
+                ])?;
+                let output = release
+                    .upgrade_install(control_plane)
+                    .with_context(|| format!("helm install of {}", release.chart.display()))?;
+                println!(
+                    "lab {:?}: helm release {:?} of {} installed:\n{}",
+                    self.prefix(),
+                    release.name,
+                    release.chart.display(),
+                    output.trim_end()
+                );
+                // The ServiceAccounts must be the chart's: minting would create missing ones.
+                for account in [CONTROLLER_SERVICE_ACCOUNT, SPEAKER_SERVICE_ACCOUNT] {
+                    control_plane
+                        .kubectl_output(["get", "serviceaccount", account, "-n", FERROLB_NAMESPACE])
+                        .with_context(|| {
+                            format!("the chart created no ServiceAccount {account}")
+                        })?;
+                }
+                Ok(FerrolbArgs {
+                    controller: container_args(
+                        control_plane,
+                        "deployment",
+                        CONTROLLER_SERVICE_ACCOUNT,
+                    )?,
+                    speaker: container_args(control_plane, "daemonset", SPEAKER_SERVICE_ACCOUNT)?,
+                })
+            }
+        }
     }
 
     /// Sets a Node's Ready condition, as the node lifecycle controller would after its kubelet
@@ -298,6 +365,15 @@ impl Lab {
     /// binaries are real implementations (see [`real_binary`]). Already running ones are left
     /// alone. Returns what was (or was not) started, for the log.
     pub fn start_ferrolb(&self, kubeconfigs: &FerrolbKubeconfigs) -> anyhow::Result<Vec<String>> {
+        self.start_ferrolb_with(kubeconfigs, &FerrolbArgs::default())
+    }
+
+    /// [`Self::start_ferrolb`] with these command-line arguments.
+    pub fn start_ferrolb_with(
+        &self,
+        kubeconfigs: &FerrolbKubeconfigs,
+        args: &FerrolbArgs,
+    ) -> anyhow::Result<Vec<String>> {
         let mut processes = Vec::new();
         let topology = &self.netlab.topology;
         match real_binary(&self.binaries.controller) {
@@ -320,7 +396,7 @@ impl Lab {
                     name: "controller",
                     ns: &ns,
                     program: &controller,
-                    args: Vec::new(),
+                    args: args.controller.clone(),
                     env,
                     dir: self.run_dir(),
                 }
@@ -356,7 +432,7 @@ impl Lab {
                         name: &format!("speaker-{}", node.name),
                         ns: &ns,
                         program: &speaker,
-                        args: Vec::new(),
+                        args: args.speaker.clone(),
                         env,
                         dir: self.run_dir(),
                     }
@@ -367,6 +443,35 @@ impl Lab {
         }
         Ok(processes)
     }
+}
+
+/// Command-line arguments of the FerroLB processes (besides what the environment carries).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FerrolbArgs {
+    pub controller: Vec<String>,
+    pub speaker: Vec<String>,
+}
+
+/// `args` of the first container of the stored `kind`/`name` in `ferrolb-system` (empty when it
+/// has none).
+fn container_args(
+    control_plane: &ControlPlane,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
+    let json = control_plane.kubectl_output([
+        "get",
+        kind,
+        name,
+        "-n",
+        FERROLB_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ])?;
+    if json.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(&json).with_context(|| format!("args of {kind}/{name}: {json}"))
 }
 
 /// The kubeconfigs the FerroLB processes run with.

@@ -4,6 +4,7 @@
 //! * [`controlplane`]: builds and runs kube-apiserver + etcd, kubeconfigs, Nodes, CRDs.
 //! * [`netlab`]: the namespace topology (switch, nodes, client, router, ext) and the FRR router.
 //! * [`lab`]: the two together, plus the FerroLB processes, as one `Lab` with a name prefix.
+//! * [`helm`]: the Helm chart `charts/ferrolb` as a release in a control plane.
 //! * [`harness`]: what tests use: a per-test lab prefix, teardown on drop, logs on failure.
 //! * [`l2probe`]: layer2 probes for those tests: who answers ARP/NDP, the client's neighbour
 //!   cache, failover timing, the Service's IPs, the speakers' membership.
@@ -15,6 +16,7 @@ pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod harness;
+pub mod helm;
 pub mod l2probe;
 pub mod lab;
 pub mod netlab;

@@ -1,8 +1,9 @@
 //! The test control plane: kube-apiserver and etcd built from Go modules (see
 //! `tests/controlplane/go.mod`), started with real authentication and RBAC.
 //!
-//! * [`build`] compiles kube-apiserver, kubectl (both `k8s.io/kubernetes` v1.36.3) and a small etcd
-//!   main into `target/controlplane/`; [`binaries`] finds them.
+//! * [`build`] compiles kube-apiserver, kubectl (both `k8s.io/kubernetes` v1.36.3), a small etcd
+//!   main and Helm (`helm.sh/helm/v3`, module `tests/helm/`) into `target/controlplane/`;
+//!   [`binaries`] and [`helm`] find them.
 //! * [`ControlPlane::start`] generates a PKI, starts etcd and kube-apiserver as detached processes
 //!   (optionally inside a network namespace), writes an admin kubeconfig into the run directory
 //!   and waits for `/readyz`. [`ControlPlane::attach`] picks up a running one, [`stop`] ends it.
@@ -33,7 +34,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::{Deserialize, Serialize};
 
-pub use build::{KUBERNETES_VERSION, go_module_dir, output_dir};
+pub use build::{HELM_VERSION, KUBERNETES_VERSION, go_module_dir, helm_module_dir, output_dir};
 pub use netns::{Forwarder, enter_netns, in_netns};
 
 /// The Service CIDRs (dual-stack; documentation ranges only).
@@ -53,10 +54,24 @@ const STATE_FILE: &str = "controlplane.json";
 const ETCD: &str = "etcd";
 const APISERVER: &str = "kube-apiserver";
 
-/// Builds kube-apiserver, etcd and kubectl into `target/controlplane/` unless they are already
-/// there and built from the current pins. Prints progress; the first build takes many minutes.
+/// Builds kube-apiserver, etcd, kubectl and Helm into `target/controlplane/` unless they are
+/// already there and built from the current pins. Prints progress; the first build takes many
+/// minutes.
 pub fn build() -> anyhow::Result<()> {
     build::build()
+}
+
+/// The built Helm ([`HELM_VERSION`]), or [`BinariesMissing`] with a hint. Separate from
+/// [`binaries`], so that tests that need no Helm do not depend on it.
+pub fn helm() -> Result<PathBuf, BinariesMissing> {
+    let helm = build::helm_path();
+    if helm.is_file() {
+        Ok(helm)
+    } else {
+        Err(BinariesMissing {
+            missing: vec![helm],
+        })
+    }
 }
 
 /// Paths of the control-plane binaries.
@@ -70,7 +85,7 @@ pub struct Binaries {
 /// The binaries have not been built (yet).
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "control-plane binaries missing ({}); build them with `cargo xtask controlplane build`",
+    "Go-built binaries missing ({}); build them with `cargo xtask controlplane build`",
     missing.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", ")
 )]
 pub struct BinariesMissing {
@@ -430,6 +445,54 @@ impl ControlPlane {
         };
         command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         command
+    }
+
+    /// `helm --kubeconfig <admin> ARGS` (the [`helm`] binary), run inside the control plane's
+    /// namespace when it has one, as [`Self::kubectl`]. Helm's cache, configuration and data go
+    /// to `helm/` in the run directory, not to the caller's home.
+    pub fn helm<I, S>(&self, args: I) -> Result<Command, BinariesMissing>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let helm = helm()?;
+        let mut command = match &self.config.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(helm);
+                command
+            }
+            None => Command::new(helm),
+        };
+        let home = self.run_dir.join("helm");
+        command
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args);
+        Ok(command)
+    }
+
+    /// Runs helm, returning stdout or an error with its stderr.
+    pub fn helm_output<I, S>(&self, args: I) -> anyhow::Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = self.helm(args)?;
+        let output = command
+            .output()
+            .with_context(|| format!("running {command:?}"))?;
+        if !output.status.success() {
+            bail!(
+                "{command:?} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Runs kubectl, returning stdout or an error with its stderr.
