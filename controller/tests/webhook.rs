@@ -316,6 +316,21 @@ fn webhook_refuses_bad_configuration_at_apply() {
             "the BFDProfile not there yet warns: {text}"
         );
 
+        // An accepted but ignored field warns.
+        let ignored = format!(
+            "apiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata:\n  name: echo\n  \
+             namespace: {CONFIG_NAMESPACE}\nspec:\n  echoInterval: 50\n"
+        );
+        let (ok, text) = apply(&control_plane, "echo", &ignored, &[]);
+        assert!(ok, "{text}");
+        assert!(
+            all_in(
+                &text,
+                &["Warning:", "BFDProfile/echo", "echoInterval is ignored"]
+            ),
+            "{text}"
+        );
+
         // Services are never refused; MetalLB's deprecated annotations warn.
         control_plane.create_namespace("apps").expect("namespace");
         let (ok, text) = apply(&control_plane, "service", DEPRECATED_SERVICE, &[]);
