@@ -62,6 +62,29 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// `true` to run; `false` (with the reason printed) to skip; panics instead under CI, where a
+/// missing prerequisite is a failure.
+pub fn require(available: Result<(), String>) -> bool {
+    match available {
+        Ok(()) => true,
+        Err(reason) => {
+            assert!(std::env::var_os("CI").is_none(), "CI is set and {reason}");
+            eprintln!("SKIP: {reason}");
+            false
+        }
+    }
+}
+
+/// Stops the control plane in this run directory when dropped, even when an assertion fails
+/// half-way (the run directory, with the logs, stays).
+pub struct StopControlPlane(pub PathBuf);
+
+impl Drop for StopControlPlane {
+    fn drop(&mut self) {
+        let _ = crate::controlplane::stop(&self.0);
+    }
+}
+
 /// A short prefix unique to this process and call: `ft<pid>x<n>-` (namespace names only; the
 /// interface names inside never carry the prefix, so the 15-character limit is not at stake).
 pub fn unique_prefix() -> String {

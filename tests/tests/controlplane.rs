@@ -15,32 +15,29 @@ use std::time::{Duration, Instant};
 use ferrolb_tests::controlplane::{
     self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE, NodeSpec,
 };
+use ferrolb_tests::harness::{StopControlPlane, require};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
 /// Whether to run; panics under CI when the environment is missing.
 fn prerequisites(needs_root: bool) -> bool {
-    if let Err(missing) = controlplane::binaries() {
-        assert!(!in_ci(), "CI is set and {missing}");
-        eprintln!("SKIP: {missing}");
+    if !require(
+        controlplane::binaries()
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    ) {
         return false;
     }
     // SAFETY: geteuid has no preconditions.
-    if needs_root && unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !in_ci(),
-            "CI is set but this test needs root (network namespaces)"
-        );
-        eprintln!("SKIP: needs root (network namespaces)");
-        return false;
-    }
-    true
+    let root = unsafe { libc::geteuid() } == 0;
+    !needs_root
+        || require(if root {
+            Ok(())
+        } else {
+            Err("this test needs root (network namespaces)".to_string())
+        })
 }
 
 fn run_dir(name: &str) -> PathBuf {
@@ -48,15 +45,6 @@ fn run_dir(name: &str) -> PathBuf {
         .join(format!("controlplane-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     dir
-}
-
-/// Stops the control plane even when an assertion fails half-way.
-struct StopOnDrop(PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = controlplane::stop(&self.0);
-    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -337,7 +325,7 @@ fn loopback_control_plane() {
         return;
     }
     let run_dir = run_dir("loopback");
-    let _stop = StopOnDrop(run_dir.clone());
+    let _stop = StopControlPlane(run_dir.clone());
     let config = ControlPlaneConfig::loopback(&run_dir).expect("config");
     let control_plane = ControlPlane::start(config).expect("start control plane");
 
@@ -418,7 +406,7 @@ fn control_plane_in_netns() {
     }
     let run_dir = run_dir("netns");
     let netns = Netns::create(&format!("fcpt{}", std::process::id()));
-    let _stop = StopOnDrop(run_dir.clone());
+    let _stop = StopControlPlane(run_dir.clone());
     let config = ControlPlaneConfig::lab(&run_dir, &netns.0);
     let control_plane = ControlPlane::start(config).expect("start control plane in netns");
     assert_eq!(control_plane.server_url, "https://192.0.2.2:6443");

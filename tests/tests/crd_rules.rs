@@ -27,38 +27,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
+use ferrolb_tests::harness::{StopControlPlane, require};
 use ferrolb_tests::paths;
 use serde_json::Value;
 
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
-/// `true` to run; `false` (with the reason printed) to skip; panics instead under CI.
-fn require(available: Result<(), String>) -> bool {
-    match available {
-        Ok(()) => true,
-        Err(reason) => {
-            assert!(!in_ci(), "CI is set and {reason}");
-            eprintln!("SKIP: {reason}");
-            false
-        }
-    }
-}
-
-/// Stops the control plane even when an assertion fails half-way (the run directory, with the
-/// logs, stays after a failure).
-struct StopOnDrop(PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = controlplane::stop(&self.0);
-    }
-}
-
 /// A control plane with the CRDs of `config/crd/` installed and the FerroLB namespace created;
 /// `None` when the binaries are missing (skip).
-fn start(test: &str) -> Option<(ControlPlane, StopOnDrop, PathBuf)> {
+fn start(test: &str) -> Option<(ControlPlane, StopControlPlane, PathBuf)> {
     if !require(
         controlplane::binaries()
             .map(|_| ())
@@ -69,7 +44,7 @@ fn start(test: &str) -> Option<(ControlPlane, StopOnDrop, PathBuf)> {
     let run_dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run_dir);
-    let stop = StopOnDrop(run_dir.clone());
+    let stop = StopControlPlane(run_dir.clone());
     let control_plane = ControlPlane::start(
         ControlPlaneConfig::loopback(&run_dir).expect("loopback control-plane config"),
     )

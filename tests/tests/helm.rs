@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use ferrolb_crds::cluster;
 use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
+use ferrolb_tests::harness::{StopControlPlane, require};
 use ferrolb_tests::harness::{TestLab, eventually_ok};
 use ferrolb_tests::helm::{HelmRelease, RELEASE, chart_dir};
 use ferrolb_tests::lab::{FerrolbBinaries, Install, real_binary, speaker_pod_name};
@@ -45,22 +46,6 @@ const CONTROLLER: &str = "ferrolb-controller";
 const SPEAKER: &str = "ferrolb-speaker";
 const MEMBERSHIP_SECRET: &str = cluster::MEMBERSHIP_SECRET_NAME;
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
-/// `true` to run; `false` (with the reason printed) to skip; panics instead under CI.
-fn require(available: Result<(), String>) -> bool {
-    match available {
-        Ok(()) => true,
-        Err(reason) => {
-            assert!(!in_ci(), "CI is set and {reason}");
-            eprintln!("SKIP: {reason}");
-            false
-        }
-    }
-}
 
 fn workspace(relative: &str) -> PathBuf {
     paths::workspace_root().join(relative)
@@ -789,42 +774,6 @@ fn configuration_entries_need_a_name() {
 // ---------------------------------------------------------------------------------------------
 // The real API server (loopback, no root).
 
-/// Stops the control plane even when an assertion fails half-way.
-struct StopOnDrop(PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = controlplane::stop(&self.0);
-    }
-}
-
-fn admin_kubectl<I, S>(control_plane: &ControlPlane, args: I) -> (String, String)
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut command = control_plane.kubectl(args);
-    let description = format!("{command:?}");
-    let output = command.output().expect("kubectl");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "{description} failed ({}): {stderr}",
-        output.status
-    );
-    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
-}
-
-/// The API server's warnings (as tests/tests/manifests.rs counts them).
-fn warnings(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|line| {
-            line.starts_with("Warning:") && !line.contains("last-applied-configuration annotation")
-        })
-        .collect()
-}
-
 /// `helm template` of the default values, of the tutorial's and of values-everything.yaml, in
 /// ferrolb-system and in another namespace, all accepted by kube-apiserver v1.36 with
 /// `kubectl apply --dry-run=server` and no warning, against the chart's own CRDs (installed from
@@ -849,7 +798,7 @@ fn chart_on_the_real_api_server() {
         return;
     }
     let run_dir = scratch("apiserver");
-    let _stop = StopOnDrop(run_dir.clone());
+    let _stop = StopControlPlane(run_dir.clone());
     let control_plane = ControlPlane::start(
         ControlPlaneConfig::loopback(&run_dir).expect("loopback control-plane config"),
     )
@@ -874,19 +823,16 @@ fn chart_on_the_real_api_server() {
         let file = run_dir.join(format!("rendered-{namespace}-{}.json", objects.len()));
         let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
         fs::write(&file, serde_json::to_string(&list).expect("json")).expect("write");
-        let (stdout, stderr) = admin_kubectl(
-            &control_plane,
-            [
-                "apply".as_ref(),
-                "--dry-run=server".as_ref(),
-                "-f".as_ref(),
-                file.as_os_str(),
-                "-o".as_ref(),
-                "json".as_ref(),
-            ],
-        );
+        let (stdout, stderr) = control_plane.kubectl_ok([
+            "apply".as_ref(),
+            "--dry-run=server".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            "-o".as_ref(),
+            "json".as_ref(),
+        ]);
         assert_eq!(
-            warnings(&stderr),
+            controlplane::api_warnings(&stderr),
             Vec::<&str>::new(),
             "{namespace} {args:?}"
         );
@@ -925,27 +871,21 @@ fn chart_on_the_real_api_server() {
     );
 
     // `helm install --dry-run=server`: lookup sees the cluster.
-    admin_kubectl(
-        &control_plane,
-        [
-            "create",
-            "secret",
-            "generic",
-            MEMBERSHIP_SECRET,
-            "-n",
-            FERROLB_NAMESPACE,
-            "--from-literal=secretkey=kept-key",
-        ],
-    );
-    admin_kubectl(
-        &control_plane,
-        [
-            "label",
-            "namespace",
-            FERROLB_NAMESPACE,
-            "pod-security.kubernetes.io/enforce=baseline",
-        ],
-    );
+    control_plane.kubectl_ok([
+        "create",
+        "secret",
+        "generic",
+        MEMBERSHIP_SECRET,
+        "-n",
+        FERROLB_NAMESPACE,
+        "--from-literal=secretkey=kept-key",
+    ]);
+    control_plane.kubectl_ok([
+        "label",
+        "namespace",
+        FERROLB_NAMESPACE,
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
     let chart = chart_dir().display().to_string();
     let dry_install_with = |extra: &[&str]| {
         let mut args = vec![
@@ -975,29 +915,23 @@ fn chart_on_the_real_api_server() {
         .expect("helm install --dry-run=server with createSecret=false");
     assert!(!output.contains("kind: Secret"), "{output}");
     // ...or it is handed to the release (Helm's labels and annotations), which keeps its key.
-    admin_kubectl(
-        &control_plane,
-        [
-            "label",
-            "secret",
-            MEMBERSHIP_SECRET,
-            "-n",
-            FERROLB_NAMESPACE,
-            "app.kubernetes.io/managed-by=Helm",
-        ],
-    );
-    admin_kubectl(
-        &control_plane,
-        [
-            "annotate",
-            "secret",
-            MEMBERSHIP_SECRET,
-            "-n",
-            FERROLB_NAMESPACE,
-            &format!("meta.helm.sh/release-name={RELEASE}"),
-            &format!("meta.helm.sh/release-namespace={FERROLB_NAMESPACE}"),
-        ],
-    );
+    control_plane.kubectl_ok([
+        "label",
+        "secret",
+        MEMBERSHIP_SECRET,
+        "-n",
+        FERROLB_NAMESPACE,
+        "app.kubernetes.io/managed-by=Helm",
+    ]);
+    control_plane.kubectl_ok([
+        "annotate",
+        "secret",
+        MEMBERSHIP_SECRET,
+        "-n",
+        FERROLB_NAMESPACE,
+        &format!("meta.helm.sh/release-name={RELEASE}"),
+        &format!("meta.helm.sh/release-namespace={FERROLB_NAMESPACE}"),
+    ]);
     let output = dry_install();
     let manifest = output
         .split("MANIFEST:")
@@ -1018,16 +952,13 @@ fn chart_on_the_real_api_server() {
             ),
         "{notes}"
     );
-    admin_kubectl(
-        &control_plane,
-        [
-            "label",
-            "--overwrite",
-            "namespace",
-            FERROLB_NAMESPACE,
-            "pod-security.kubernetes.io/enforce=privileged",
-        ],
-    );
+    control_plane.kubectl_ok([
+        "label",
+        "--overwrite",
+        "namespace",
+        FERROLB_NAMESPACE,
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
     let notes = dry_install();
     assert!(!notes.contains("WARNING"), "{notes}");
     assert!(

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_crds::cluster;
 use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
+use ferrolb_tests::harness::{StopControlPlane, require};
 use ferrolb_tests::paths;
 use serde_json::Value;
 
@@ -35,22 +36,6 @@ const SAMPLES_DIR: &str = "config/samples";
 const CONTROLLER_ACCOUNT: &str = "ferrolb-controller";
 const SPEAKER_ACCOUNT: &str = "ferrolb-speaker";
 const IMAGE: &str = "ferrolb:0.1.0";
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
-/// `true` to run; `false` (with the reason printed) to skip; panics instead under CI.
-fn require(available: Result<(), String>) -> bool {
-    match available {
-        Ok(()) => true,
-        Err(reason) => {
-            assert!(!in_ci(), "CI is set and {reason}");
-            eprintln!("SKIP: {reason}");
-            false
-        }
-    }
-}
 
 /// The built `ferrolbctl`; `None` (the test skips, or fails under CI) when it is not built.
 fn built_ferrolbctl() -> Option<PathBuf> {
@@ -255,62 +240,25 @@ fn samples_form_one_valid_configuration() {
 // ---------------------------------------------------------------------------------------------
 // Against the real API server.
 
-/// Stops the control plane even when an assertion fails half-way.
-struct StopOnDrop(PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = controlplane::stop(&self.0);
-    }
-}
-
-/// Runs kubectl as admin; panics with stderr unless it succeeds. Returns (stdout, stderr).
-fn admin_kubectl<I, S>(control_plane: &ControlPlane, args: I) -> (String, String)
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let command = control_plane.kubectl(args);
-    let description = format!("{command:?}");
-    let output = output(command);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "{description} failed ({}): {stderr}",
-        output.status
-    );
-    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
-}
-
-/// The API server's warnings (`Warning: ...` lines kubectl prints on stderr), except kubectl's
-/// own about the last-applied annotation: the test created the namespace and the CRDs otherwise
-/// than with a client-side `kubectl apply`, which users will not have done.
-fn warnings(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|line| {
-            line.starts_with("Warning:") && !line.contains("last-applied-configuration annotation")
-        })
-        .collect()
-}
-
 /// `kubectl apply --dry-run=server -f file` succeeds without a warning from the API server.
 fn assert_applies(control_plane: &ControlPlane, file: &Path) {
-    let (stdout, stderr) = admin_kubectl(
-        control_plane,
-        [
-            "apply".as_ref(),
-            "--dry-run=server".as_ref(),
-            "-f".as_ref(),
-            file.as_os_str(),
-        ],
-    );
+    let (stdout, stderr) = control_plane.kubectl_ok([
+        "apply".as_ref(),
+        "--dry-run=server".as_ref(),
+        "-f".as_ref(),
+        file.as_os_str(),
+    ]);
     assert!(
         stdout.contains("(server dry run)"),
         "{}: {stdout}",
         file.display()
     );
-    assert_eq!(warnings(&stderr), Vec::<&str>::new(), "{}", file.display());
+    assert_eq!(
+        controlplane::api_warnings(&stderr),
+        Vec::<&str>::new(),
+        "{}",
+        file.display()
+    );
 }
 
 /// The objects of `kubectl ... -o json` (one object or a List).
@@ -720,7 +668,7 @@ fn manifests_on_the_real_api_server() {
     let run_dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("manifests-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run_dir);
-    let _stop = StopOnDrop(run_dir.clone());
+    let _stop = StopControlPlane(run_dir.clone());
     let control_plane = ControlPlane::start(
         ControlPlaneConfig::loopback(&run_dir).expect("loopback control-plane config"),
     )
@@ -733,30 +681,28 @@ fn manifests_on_the_real_api_server() {
         .expect("installing the CRDs");
     assert_eq!(crds.len(), 9, "{crds:?}");
     let config = workspace("config");
-    let (json, stderr) = admin_kubectl(
-        &control_plane,
-        [
-            "apply".as_ref(),
-            "--dry-run=server".as_ref(),
-            "-k".as_ref(),
-            config.as_os_str(),
-            "-o".as_ref(),
-            "json".as_ref(),
-        ],
-    );
-    assert_eq!(warnings(&stderr), Vec::<&str>::new(), "applying -k config/");
-    check_rendered_objects(&objects(&json));
-    let (_, stderr) = admin_kubectl(
-        &control_plane,
-        [
-            "apply".as_ref(),
-            "--dry-run=server".as_ref(),
-            "-f".as_ref(),
-            workspace(ALL_IN_ONE).as_os_str(),
-        ],
-    );
+    let (json, stderr) = control_plane.kubectl_ok([
+        "apply".as_ref(),
+        "--dry-run=server".as_ref(),
+        "-k".as_ref(),
+        config.as_os_str(),
+        "-o".as_ref(),
+        "json".as_ref(),
+    ]);
     assert_eq!(
-        warnings(&stderr),
+        controlplane::api_warnings(&stderr),
+        Vec::<&str>::new(),
+        "applying -k config/"
+    );
+    check_rendered_objects(&objects(&json));
+    let (_, stderr) = control_plane.kubectl_ok([
+        "apply".as_ref(),
+        "--dry-run=server".as_ref(),
+        "-f".as_ref(),
+        workspace(ALL_IN_ONE).as_os_str(),
+    ]);
+    assert_eq!(
+        controlplane::api_warnings(&stderr),
         Vec::<&str>::new(),
         "applying {ALL_IN_ONE}"
     );
@@ -783,38 +729,32 @@ fn check_pod_security(control_plane: &ControlPlane) {
         control_plane
             .create_namespace(namespace)
             .expect("namespace");
-        admin_kubectl(
-            control_plane,
-            [
-                "label",
-                "namespace",
-                namespace,
-                &format!("pod-security.kubernetes.io/warn={level}"),
-            ],
-        );
+        control_plane.kubectl_ok([
+            "label",
+            "namespace",
+            namespace,
+            &format!("pod-security.kubernetes.io/warn={level}"),
+        ]);
     }
     let dry_run_in = |namespace: &str, manifest: &str| {
-        let (_, stderr) = admin_kubectl(
-            control_plane,
-            [
-                "apply".as_ref(),
-                "--dry-run=server".as_ref(),
-                "-n".as_ref(),
-                namespace.as_ref(),
-                "-f".as_ref(),
-                workspace(manifest).as_os_str(),
-            ],
-        );
+        let (_, stderr) = control_plane.kubectl_ok([
+            "apply".as_ref(),
+            "--dry-run=server".as_ref(),
+            "-n".as_ref(),
+            namespace.as_ref(),
+            "-f".as_ref(),
+            workspace(manifest).as_os_str(),
+        ]);
         stderr
     };
     let stderr = dry_run_in("psa-restricted", "config/controller/deployment.yaml");
     assert_eq!(
-        warnings(&stderr),
+        controlplane::api_warnings(&stderr),
         Vec::<&str>::new(),
         "the controller must meet the restricted Pod Security Standard"
     );
     let stderr = dry_run_in("psa-baseline", "config/speaker/daemonset.yaml");
-    let speaker_warnings = warnings(&stderr).join("\n");
+    let speaker_warnings = controlplane::api_warnings(&stderr).join("\n");
     assert!(
         speaker_warnings.contains("hostNetwork"),
         "expected a baseline violation for hostNetwork, got: {stderr}"
@@ -825,15 +765,12 @@ fn check_pod_security(control_plane: &ControlPlane) {
 /// what each may do.
 fn check_rbac(control_plane: &ControlPlane, run_dir: &Path) {
     let rbac = workspace("config/rbac");
-    admin_kubectl(
-        control_plane,
-        [
-            "apply".as_ref(),
-            "--server-side".as_ref(),
-            "-k".as_ref(),
-            rbac.as_os_str(),
-        ],
-    );
+    control_plane.kubectl_ok([
+        "apply".as_ref(),
+        "--server-side".as_ref(),
+        "-k".as_ref(),
+        rbac.as_os_str(),
+    ]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -975,7 +912,7 @@ fn controller_works_with_its_rbac() {
     let run_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("manifests-controller-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run_dir);
-    let _stop = StopOnDrop(run_dir.clone());
+    let _stop = StopControlPlane(run_dir.clone());
     let control_plane = ControlPlane::start(
         ControlPlaneConfig::loopback(&run_dir).expect("loopback control-plane config"),
     )
@@ -984,21 +921,15 @@ fn controller_works_with_its_rbac() {
         .install_crds(&workspace("config/crd"))
         .expect("installing the CRDs");
     let rbac = workspace("config/rbac");
-    admin_kubectl(
-        &control_plane,
-        [
-            "apply".as_ref(),
-            "--server-side".as_ref(),
-            "-k".as_ref(),
-            rbac.as_os_str(),
-        ],
-    );
+    control_plane.kubectl_ok([
+        "apply".as_ref(),
+        "--server-side".as_ref(),
+        "-k".as_ref(),
+        rbac.as_os_str(),
+    ]);
     for sample in ["layer2-pool.yaml", "service.yaml"] {
         let path = workspace(SAMPLES_DIR).join(sample);
-        admin_kubectl(
-            &control_plane,
-            ["apply".as_ref(), "-f".as_ref(), path.as_os_str()],
-        );
+        control_plane.kubectl_ok(["apply".as_ref(), "-f".as_ref(), path.as_os_str()]);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -495,6 +495,27 @@ impl ControlPlane {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Runs kubectl as admin and returns (stdout, stderr); panics, with stderr, unless it
+    /// succeeds.
+    pub fn kubectl_ok<I, S>(&self, args: I) -> (String, String)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = self.kubectl(args);
+        let description = format!("{command:?}");
+        let output = command
+            .output()
+            .unwrap_or_else(|error| panic!("running {description}: {error}"));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "{description} failed ({}): {stderr}",
+            output.status
+        );
+        (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+    }
+
     /// Runs kubectl, returning stdout or an error with its stderr.
     pub fn kubectl_output<I, S>(&self, args: I) -> anyhow::Result<String>
     where
@@ -799,4 +820,16 @@ pub fn stop(run_dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The API server's warnings in kubectl's stderr (`Warning: ...` lines), except kubectl's own
+/// about the last-applied annotation: tests create namespaces and CRDs otherwise than with a
+/// client-side `kubectl apply`, which users will not have done.
+pub fn api_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| {
+            line.starts_with("Warning:") && !line.contains("last-applied-configuration annotation")
+        })
+        .collect()
 }
