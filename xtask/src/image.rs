@@ -321,7 +321,7 @@ fn build_binaries() -> anyhow::Result<Vec<(&'static Binary, PathBuf)>> {
     }
     let started = Instant::now();
     println!(
-        "[image] {} (a first release build takes about 10 minutes on 2 cores)",
+        "[image] {} (a first release build takes 5-15 minutes on 2 cores)",
         ferrolb_tests::cmd::display(&build)
     );
     crate::run_inherited(build)?;
