@@ -7,6 +7,7 @@ use ferrolb_tests::lab;
 
 mod image;
 mod oci;
+mod setup;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "FerroLB developer commands")]
@@ -30,6 +31,14 @@ enum Command {
     /// Build the release binaries and the image, written as an OCI archive to
     /// target/image/ferrolb-<version>.oci.tar (needs root and buildah).
     Image,
+    /// Set up what the tests need and run them all: install the missing Debian packages (as root
+    /// on Debian/Ubuntu), build the control plane, then `cargo test --workspace --no-fail-fast`.
+    /// Arguments after `--` go to `cargo test` (with a package selection of their own, instead of
+    /// `--workspace`): `cargo xtask test -- -p ferrolb-crds`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +144,42 @@ fn build_for_lab() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `cargo test` arguments of `cargo xtask test ARGS`: `--no-fail-fast` (cargo otherwise stops
+/// at the first failing test binary and hides the others), `--workspace` unless ARGS choose
+/// packages themselves, then ARGS.
+fn test_args(args: &[String]) -> Vec<String> {
+    let selects = args.iter().take_while(|arg| *arg != "--").any(|arg| {
+        matches!(
+            arg.as_str(),
+            "-p" | "--package" | "--workspace" | "--all" | "--exclude"
+        ) || arg.starts_with("--package=")
+            || arg.starts_with("--exclude=")
+            || (arg.starts_with("-p") && arg.len() > 2)
+    });
+    let mut out = vec!["test".to_string(), "--no-fail-fast".to_string()];
+    if !selects {
+        out.push("--workspace".to_string());
+    }
+    out.extend(args.iter().cloned());
+    out
+}
+
+/// `cargo xtask test`: packages, control plane, then the suite; the exit code is cargo's.
+fn test(args: &[String]) -> anyhow::Result<i32> {
+    println!("[test] Debian packages");
+    setup::ensure_packages(setup::Needs::Tests)?;
+    println!("[test] the control plane (cargo xtask controlplane build)");
+    build_controlplane()?;
+    let mut run = cargo();
+    run.args(test_args(args));
+    println!("[test] {}", ferrolb_tests::cmd::display(&run));
+    let status = run.status()?;
+    if !status.success() {
+        eprintln!("[test] cargo test failed ({status})");
+    }
+    Ok(status.code().unwrap_or(1))
+}
+
 /// `cargo xtask image`: builds, then prints what the archive holds.
 fn image() -> anyhow::Result<()> {
     let archive = image::build()?;
@@ -181,12 +226,17 @@ fn main() -> anyhow::Result<()> {
             command: ControlplaneCommand::Build,
         } => build_controlplane(),
         Command::Image => image(),
+        Command::Test { args } => {
+            let code = test(&args)?;
+            std::process::exit(code);
+        }
         Command::Lab { command } => match command {
             LabCommand::Up {
                 nodes,
                 demo,
                 no_build,
             } => {
+                setup::ensure_packages(setup::Needs::Lab)?;
                 if !no_build {
                     build_for_lab()?;
                 }
@@ -209,5 +259,53 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|arg| arg.to_string()).collect()
+    }
+
+    #[test]
+    fn test_runs_the_workspace_without_failing_fast() {
+        assert_eq!(
+            test_args(&[]),
+            args(&["test", "--no-fail-fast", "--workspace"])
+        );
+        assert_eq!(
+            test_args(&args(&["manifests", "--", "--nocapture"])),
+            args(&[
+                "test",
+                "--no-fail-fast",
+                "--workspace",
+                "manifests",
+                "--",
+                "--nocapture"
+            ])
+        );
+    }
+
+    #[test]
+    fn test_arguments_choosing_packages_replace_the_workspace() {
+        for given in [
+            &["-p", "ferrolb-crds"][..],
+            &["-pferrolb-crds"],
+            &["--package=ferrolb-crds"],
+            &["--workspace", "--exclude", "xtask"],
+        ] {
+            let given = args(given);
+            let mut expected = args(&["test", "--no-fail-fast"]);
+            expected.extend(given.clone());
+            assert_eq!(test_args(&given), expected);
+        }
+        // After `--` the words are the test binaries' own.
+        assert_eq!(
+            test_args(&args(&["--", "-p"])),
+            args(&["test", "--no-fail-fast", "--workspace", "--", "-p"])
+        );
     }
 }
