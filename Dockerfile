@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# FerroLB image: ferrolb-controller and ferrolb-speaker in one image; the manifests pick the
-# binary with `command:`. Build from the workspace root:
+# FerroLB image: ferrolb-controller, ferrolb-speaker and ferrolbctl in one image; the manifests
+# pick the binary with `command:`. Build from the workspace root:
 #   docker build -t ferrolb:0.1.0 .
-# See docs/install.md.
+# Without Docker, `cargo xtask image` assembles the same image with buildah from scratch (see
+# docs/install.md); xtask's tests keep both in step (binaries, paths, user, entrypoint).
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -13,14 +14,16 @@ COPY . .
 # out of the cached target directory in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p ferrolb-controller -p ferrolb-speaker \
+    cargo build --release --locked -p ferrolb-controller -p ferrolb-speaker -p ferrolb-crds \
+      --bin ferrolb-controller --bin ferrolb-speaker --bin ferrolbctl \
     && install -D -m 0755 target/release/ferrolb-controller /out/ferrolb-controller \
-    && install -D -m 0755 target/release/ferrolb-speaker /out/ferrolb-speaker
+    && install -D -m 0755 target/release/ferrolb-speaker /out/ferrolb-speaker \
+    && install -D -m 0755 target/release/ferrolbctl /out/ferrolbctl
 
-# glibc and libgcc (what Rust binaries link dynamically), CA certificates, no shell. Runs as
-# "nonroot" (65532) by default; the manifests set the user per component (the controller 65534,
-# the speaker root with only NET_RAW and NET_BIND_SERVICE).
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /out/ferrolb-controller /out/ferrolb-speaker /usr/local/bin/
-USER nonroot
+# glibc and libgcc (what Rust binaries link dynamically), no shell. Runs as nobody:nogroup
+# (65534) by default, as the controller Deployment does; the speaker DaemonSet runs it as root
+# with every capability dropped but NET_RAW.
+FROM gcr.io/distroless/cc-debian12
+COPY --from=builder /out/ferrolb-controller /out/ferrolb-speaker /out/ferrolbctl /usr/local/bin/
+USER 65534:65534
 ENTRYPOINT ["/usr/local/bin/ferrolb-controller"]

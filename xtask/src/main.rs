@@ -1,8 +1,13 @@
 //! `cargo xtask ...`: developer commands. The work is done by the `ferrolb-tests` library so that
 //! the end-to-end tests and these commands share one implementation.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_tests::lab;
+
+mod image;
+mod oci;
+mod setup;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "FerroLB developer commands")]
@@ -22,6 +27,17 @@ enum Command {
     Controlplane {
         #[command(subcommand)]
         command: ControlplaneCommand,
+    },
+    /// Build the release binaries and the image, written as an OCI archive to
+    /// target/image/ferrolb-<version>.oci.tar (needs root and buildah).
+    Image,
+    /// Set up what the tests need and run them all: install the missing Debian packages (as root
+    /// on Debian/Ubuntu), build the control plane, then `cargo test --workspace --no-fail-fast`.
+    /// Arguments after `--` go to `cargo test` (with a package selection of their own, instead of
+    /// `--workspace`): `cargo xtask test -- -p ferrolb-crds`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -92,14 +108,127 @@ fn prefix() -> String {
     std::env::var("FERROLB_LAB_PREFIX").unwrap_or_else(|_| "flb-".to_string())
 }
 
+/// Variables cargo sets for the binary it runs (`cargo run`, `cargo test`), which describe the
+/// xtask package. A nested cargo must not see them: build scripts track some of them (ring's
+/// `CARGO_MANIFEST_DIR`), so they would make it rebuild what a plain `cargo build` built, and back.
+const CARGO_RUN_VARS: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// A `cargo` command for the workspace, run from its root without the variables above (and
+/// `CARGO_PKG_*`).
+pub fn cargo() -> std::process::Command {
+    let program = std::env::var("CARGO")
+        .ok()
+        .or_else(|| option_env!("CARGO").map(String::from))
+        .unwrap_or_else(|| "cargo".to_string());
+    let mut cmd = std::process::Command::new(program);
+    cmd.current_dir(ferrolb_tests::paths::workspace_root());
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if CARGO_RUN_VARS.contains(&key.as_ref()) || key.starts_with("CARGO_PKG_") {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
+}
+
+/// Runs a command with its output on ours (apt-get's progress is the user's to see).
+pub fn run_inherited(mut cmd: std::process::Command) -> anyhow::Result<()> {
+    let line = ferrolb_tests::cmd::display(&cmd);
+    let status = cmd.status().with_context(|| format!("starting `{line}`"))?;
+    if !status.success() {
+        anyhow::bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo xtask controlplane build`: what the tests run against, built only when missing or stale.
+fn build_controlplane() -> anyhow::Result<()> {
+    ferrolb_tests::controlplane::build()
+}
+
 /// Builds what `lab up` runs: the control plane (only when missing or stale) and the FerroLB
 /// binaries (cargo's own incremental build).
 fn build_for_lab() -> anyhow::Result<()> {
-    ferrolb_tests::controlplane::build()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut build = std::process::Command::new(cargo);
+    build_controlplane()?;
+    let mut build = cargo();
     build.args(["build", "-p", "ferrolb-controller", "-p", "ferrolb-speaker"]);
     ferrolb_tests::cmd::run(build)?;
+    Ok(())
+}
+
+/// The `cargo test` arguments of `cargo xtask test ARGS`: `--no-fail-fast` (cargo otherwise stops
+/// at the first failing test binary and hides the others), `--workspace` unless ARGS choose
+/// packages themselves, then ARGS.
+fn test_args(args: &[String]) -> Vec<String> {
+    let selects = args.iter().take_while(|arg| *arg != "--").any(|arg| {
+        matches!(
+            arg.as_str(),
+            "-p" | "--package" | "--workspace" | "--all" | "--exclude"
+        ) || arg.starts_with("--package=")
+            || arg.starts_with("--exclude=")
+            || (arg.starts_with("-p") && arg.len() > 2)
+    });
+    let mut out = vec!["test".to_string(), "--no-fail-fast".to_string()];
+    if !selects {
+        out.push("--workspace".to_string());
+    }
+    out.extend(args.iter().cloned());
+    out
+}
+
+/// `cargo xtask test`: packages, control plane, then the suite; the exit code is cargo's.
+fn test(args: &[String]) -> anyhow::Result<i32> {
+    println!("[test] Debian packages");
+    setup::ensure_packages(setup::Needs::Tests)?;
+    println!("[test] the control plane (cargo xtask controlplane build)");
+    build_controlplane()?;
+    let mut run = cargo();
+    run.args(test_args(args));
+    println!("[test] {}", ferrolb_tests::cmd::display(&run));
+    let status = run.status()?;
+    if !status.success() {
+        eprintln!("[test] cargo test failed ({status})");
+    }
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `cargo xtask image`: builds, then prints what the archive holds.
+fn image() -> anyhow::Result<()> {
+    let archive = image::build()?;
+    let unpacked = oci::unpack(&archive, &image::image_dir())?;
+    let size = std::fs::metadata(&archive)?.len();
+    println!(
+        "[image] {} ({:.1} MiB), {} {}, {} layer(s), user {}, entrypoint {}",
+        archive.display(),
+        size as f64 / (1024.0 * 1024.0),
+        image::reference(),
+        unpacked.manifest_digest,
+        unpacked.layers.len(),
+        unpacked.image_config("User"),
+        unpacked.image_config("Entrypoint"),
+    );
+    println!(
+        "[image] revision {}; files:",
+        unpacked
+            .label("org.opencontainers.image.revision")
+            .unwrap_or("unknown")
+    );
+    for (path, size) in oci::files(&unpacked.rootfs)? {
+        println!("[image]   {size:>10}  {path}");
+    }
+    println!(
+        "[image] push it: skopeo copy oci-archive:{} docker://REGISTRY/ferrolb:{}",
+        archive.display(),
+        image::version()
+    );
     Ok(())
 }
 
@@ -115,13 +244,19 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Controlplane {
             command: ControlplaneCommand::Build,
-        } => ferrolb_tests::controlplane::build(),
+        } => build_controlplane(),
+        Command::Image => image(),
+        Command::Test { args } => {
+            let code = test(&args)?;
+            std::process::exit(code);
+        }
         Command::Lab { command } => match command {
             LabCommand::Up {
                 nodes,
                 demo,
                 no_build,
             } => {
+                setup::ensure_packages(setup::Needs::Lab)?;
                 if !no_build {
                     build_for_lab()?;
                 }
@@ -171,5 +306,53 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|arg| arg.to_string()).collect()
+    }
+
+    #[test]
+    fn test_runs_the_workspace_without_failing_fast() {
+        assert_eq!(
+            test_args(&[]),
+            args(&["test", "--no-fail-fast", "--workspace"])
+        );
+        assert_eq!(
+            test_args(&args(&["manifests", "--", "--nocapture"])),
+            args(&[
+                "test",
+                "--no-fail-fast",
+                "--workspace",
+                "manifests",
+                "--",
+                "--nocapture"
+            ])
+        );
+    }
+
+    #[test]
+    fn test_arguments_choosing_packages_replace_the_workspace() {
+        for given in [
+            &["-p", "ferrolb-crds"][..],
+            &["-pferrolb-crds"],
+            &["--package=ferrolb-crds"],
+            &["--workspace", "--exclude", "xtask"],
+        ] {
+            let given = args(given);
+            let mut expected = args(&["test", "--no-fail-fast"]);
+            expected.extend(given.clone());
+            assert_eq!(test_args(&given), expected);
+        }
+        // After `--` the words are the test binaries' own.
+        assert_eq!(
+            test_args(&args(&["--", "-p"])),
+            args(&["test", "--no-fail-fast", "--workspace", "--", "-p"])
+        );
     }
 }
