@@ -278,6 +278,7 @@ fn main() -> anyhow::Result<()> {
                 nodes,
                 no_build,
             } => {
+                setup::ensure_packages(setup::Needs::Lab)?;
                 if !no_build {
                     build_for_lab()?;
                 }
