@@ -9,6 +9,8 @@ fn e2e_chaos_smoke_run_has_no_violations() {
     let options = ChaosOptions {
         minutes: 3.0,
         seed: 2,
+        // A hang guard, not the soak's 1 s: the default test run asserts no wall-clock bound.
+        client_follows_within: std::time::Duration::from_secs(10),
         ..ChaosOptions::default()
     };
     let Some(report) = chaos::run(&options).expect("the chaos run") else {

@@ -288,6 +288,7 @@ fn main() -> anyhow::Result<()> {
                     faults,
                     services: services.clamp(1, 12),
                     nodes: nodes.max(2),
+                    ..ferrolb_tests::chaos::ChaosOptions::default()
                 };
                 let Some(report) = ferrolb_tests::chaos::run(&options)? else {
                     anyhow::bail!("the chaos lab needs root");

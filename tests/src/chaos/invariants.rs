@@ -145,14 +145,18 @@ pub fn single_eligible_answerer(
 }
 
 /// Invariant 3: a client that asks (here: the client's kernel, primed with one ping) ends up
-/// with a neighbour entry pointing at the answering node within a second.
-pub fn clients_follow(probe: &L2Probe<'_>, owners: &BTreeMap<IpAddr, String>) -> Vec<Violation> {
+/// with a neighbour entry pointing at the answering node `within` that time.
+pub fn clients_follow(
+    probe: &L2Probe<'_>,
+    owners: &BTreeMap<IpAddr, String>,
+    within: Duration,
+) -> Vec<Violation> {
     owners
         .iter()
         .filter_map(|(ip, node)| {
             let IpAddr::V4(v4) = ip else { return None };
             let want = probe.mac_of(node);
-            let deadline = Instant::now() + Duration::from_secs(1);
+            let deadline = Instant::now() + within;
             let mut got = probe.prime_neighbour(*v4);
             while got.as_deref() != Some(want.as_str()) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -160,7 +164,10 @@ pub fn clients_follow(probe: &L2Probe<'_>, owners: &BTreeMap<IpAddr, String>) ->
             }
             (got.as_deref() != Some(want.as_str())).then(|| Violation {
                 invariant: 3,
-                what: format!("the client's entry for {ip} is {got:?}, {node} ({want}) answers"),
+                what: format!(
+                    "the client's entry for {ip} is {got:?} after {within:?}, {node} ({want}) \
+                     answers"
+                ),
             })
         })
         .collect()
