@@ -22,6 +22,14 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use serde_json::json;
 
+/// `FERROLB_BENCH_SERVICES`, or 1 000.
+fn bench_count() -> usize {
+    std::env::var("FERROLB_BENCH_SERVICES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+}
+
 fn v6_service() -> serde_json::Value {
     json!({"spec": {"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
                     "allocateLoadBalancerNodePorts": false}})
@@ -54,10 +62,7 @@ fn thousand_services_to_external_ip() {
     if !prerequisites() {
         return;
     }
-    let count: usize = std::env::var("FERROLB_BENCH_SERVICES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+    let count = bench_count();
     let (control_plane, _stop) = start_control_plane("bench");
     runtime().block_on(async {
         let client = control_plane.client().await.expect("client");
@@ -131,10 +136,7 @@ fn pending_burst_to_external_ip() {
     if !prerequisites() {
         return;
     }
-    let count: usize = std::env::var("FERROLB_BENCH_SERVICES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+    let count = bench_count();
     let (control_plane, _stop) = start_control_plane("burst");
     runtime().block_on(async {
         let client = control_plane.client().await.expect("client");

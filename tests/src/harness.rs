@@ -75,6 +75,20 @@ pub fn require(available: Result<(), String>) -> bool {
     }
 }
 
+/// The built `ferrolbctl`; `None` (the test skips, or fails under CI) when it is not built.
+pub fn built_ferrolbctl() -> Option<PathBuf> {
+    let ferrolbctl = crate::paths::target_dir().join("debug").join("ferrolbctl");
+    let built = if ferrolbctl.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not built (cargo build -p ferrolb-crds; `cargo test --workspace` builds it)",
+            ferrolbctl.display()
+        ))
+    };
+    require(built).then_some(ferrolbctl)
+}
+
 /// Stops the control plane in this run directory when dropped, even when an assertion fails
 /// half-way (the run directory, with the logs, stays).
 pub struct StopControlPlane(pub PathBuf);

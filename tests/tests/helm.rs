@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ferrolb_crds::cluster;
 use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
-use ferrolb_tests::harness::{StopControlPlane, require};
+use ferrolb_tests::harness::{StopControlPlane, built_ferrolbctl, require};
 use ferrolb_tests::harness::{TestLab, eventually_ok};
 use ferrolb_tests::helm::{HelmRelease, RELEASE, chart_dir};
 use ferrolb_tests::lab::{FerrolbBinaries, Install, real_binary, speaker_pod_name};
@@ -457,19 +457,6 @@ fn config_inline_becomes_the_legacy_config_map() {
             .any(|object| object["apiVersion"] == "ferrolb.io/v1beta1")
     );
     let _ = fs::remove_dir_all(&dir);
-}
-
-fn built_ferrolbctl() -> Option<PathBuf> {
-    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
-    let built = if ferrolbctl.exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not built (cargo build -p ferrolb-crds)",
-            ferrolbctl.display()
-        ))
-    };
-    require(built).then_some(ferrolbctl)
 }
 
 /// Every value of values-everything.yaml lands where it should, in another namespace than

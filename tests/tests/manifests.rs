@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_crds::cluster;
 use ferrolb_tests::controlplane::{self, ControlPlane, ControlPlaneConfig, FERROLB_NAMESPACE};
-use ferrolb_tests::harness::{StopControlPlane, require};
+use ferrolb_tests::harness::{StopControlPlane, built_ferrolbctl, require};
 use ferrolb_tests::paths;
 use serde_json::Value;
 
@@ -36,20 +36,6 @@ const SAMPLES_DIR: &str = "config/samples";
 const CONTROLLER_ACCOUNT: &str = "ferrolb-controller";
 const SPEAKER_ACCOUNT: &str = "ferrolb-speaker";
 const IMAGE: &str = "ferrolb:0.1.0";
-
-/// The built `ferrolbctl`; `None` (the test skips, or fails under CI) when it is not built.
-fn built_ferrolbctl() -> Option<PathBuf> {
-    let ferrolbctl = paths::target_dir().join("debug").join("ferrolbctl");
-    let built = if ferrolbctl.exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not built (cargo build -p ferrolb-crds; `cargo test --workspace` builds it)",
-            ferrolbctl.display()
-        ))
-    };
-    require(built).then_some(ferrolbctl)
-}
 
 fn workspace(relative: &str) -> PathBuf {
     paths::workspace_root().join(relative)
