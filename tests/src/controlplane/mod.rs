@@ -481,18 +481,7 @@ impl ControlPlane {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut command = self.helm(args)?;
-        let output = command
-            .output()
-            .with_context(|| format!("running {command:?}"))?;
-        if !output.status.success() {
-            bail!(
-                "{command:?} failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        stdout_of(self.helm(args)?)
     }
 
     /// Runs kubectl as admin and returns (stdout, stderr); panics, with stderr, unless it
@@ -522,18 +511,7 @@ impl ControlPlane {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut command = self.kubectl(args);
-        let output = command
-            .output()
-            .with_context(|| format!("running {command:?}"))?;
-        if !output.status.success() {
-            bail!(
-                "{command:?} failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        stdout_of(self.kubectl(args))
     }
 
     /// Polls `/readyz` with the admin credentials; on timeout or a crashed process the error
@@ -832,4 +810,19 @@ pub fn api_warnings(stderr: &str) -> Vec<&str> {
             line.starts_with("Warning:") && !line.contains("last-applied-configuration annotation")
         })
         .collect()
+}
+
+/// Runs `command`: its stdout, or an error with its stderr.
+fn stdout_of(mut command: Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
