@@ -372,6 +372,10 @@ fn check_rendered_objects(objects: &[Value]) {
         ("Role", 2),
         ("RoleBinding", 2),
         ("Deployment", 1),
+        // The controller's leader election Lease and the webhook's certificate Secret, declared
+        // empty so that deleting the manifest removes them.
+        ("Lease", 1),
+        ("Secret", 1),
         ("DaemonSet", 1),
         ("Service", 1),
         ("ValidatingWebhookConfiguration", 1),

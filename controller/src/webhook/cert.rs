@@ -3,7 +3,8 @@
 //!
 //! The Secret `--webhook-secret` holds a CA (valid 10 years) and a serving certificate signed
 //! by it (`--webhook-cert-validity`, one year by default). Every replica runs [`maintain`]:
-//! it creates the Secret if there is none, re-issues the serving certificate when a third of
+//! it fills in the Secret (the chart and the manifest declare it empty, so that uninstalling
+//! removes it) or creates it if there is none, re-issues the serving certificate when a third of
 //! its validity is left or when it lacks one of this replica's `--webhook-host` names, loads it
 //! into the TLS server, and writes the CA into the `caBundle` of the
 //! ValidatingWebhookConfiguration. Re-issuing keeps the CA, so the API server trusts the old
@@ -195,12 +196,11 @@ impl Material {
         })
     }
 
-    pub fn to_secret(
-        &self,
-        name: &str,
-        namespace: &str,
-        resource_version: Option<String>,
-    ) -> Secret {
+    /// The Secret holding this material. Written over `existing` (the chart's or the manifest's
+    /// empty Secret, or an earlier certificate), it keeps that object's labels, annotations
+    /// and type: Helm recognises the object as its own by them, and a Secret's type cannot
+    /// change.
+    pub fn to_secret(&self, name: &str, namespace: &str, existing: Option<&Secret>) -> Secret {
         let data = [
             (CA_CERT_KEY, &self.ca_cert),
             (CA_KEY_KEY, &self.ca_key),
@@ -210,22 +210,27 @@ impl Material {
         .into_iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
         .collect();
-        let annotations = BTreeMap::from([
-            (NOT_AFTER_ANNOTATION.to_string(), self.not_after.to_string()),
-            (
-                HOSTS_ANNOTATION.to_string(),
-                self.hosts.iter().cloned().collect::<Vec<_>>().join(","),
-            ),
-        ]);
+        let mut metadata = existing.map_or_else(ObjectMeta::default, |s| ObjectMeta {
+            labels: s.metadata.labels.clone(),
+            annotations: s.metadata.annotations.clone(),
+            resource_version: s.metadata.resource_version.clone(),
+            ..ObjectMeta::default()
+        });
+        metadata.name = Some(name.to_string());
+        metadata.namespace = Some(namespace.to_string());
+        let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(NOT_AFTER_ANNOTATION.to_string(), self.not_after.to_string());
+        annotations.insert(
+            HOSTS_ANNOTATION.to_string(),
+            self.hosts.iter().cloned().collect::<Vec<_>>().join(","),
+        );
         Secret {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                namespace: Some(namespace.to_string()),
-                annotations: Some(annotations),
-                resource_version,
-                ..ObjectMeta::default()
-            },
-            type_: Some("kubernetes.io/tls".to_string()),
+            metadata,
+            type_: Some(
+                existing
+                    .and_then(|s| s.type_.clone())
+                    .unwrap_or_else(|| "kubernetes.io/tls".to_string()),
+            ),
             data: Some(data),
             ..Secret::default()
         }
@@ -306,15 +311,9 @@ async fn round(
                 }
                 _ => generate(&settings.hosts, settings.validity, now)?,
             };
-            let resource_version = existing
-                .as_ref()
-                .and_then(|s| s.metadata.resource_version.clone());
-            let secret = material.to_secret(
-                &settings.secret,
-                &settings.namespace,
-                resource_version.clone(),
-            );
-            let written = match resource_version {
+            let secret =
+                material.to_secret(&settings.secret, &settings.namespace, existing.as_ref());
+            let written = match existing {
                 None => secrets.create(&PostParams::default(), &secret).await,
                 Some(_) => {
                     secrets
@@ -421,6 +420,46 @@ mod tests {
         let secret = material.to_secret("s", "ns", None);
         assert_eq!(Material::from_secret(&secret), Some(material.clone()));
         material.certified_key().expect("rustls accepts it");
+    }
+
+    #[test]
+    fn writing_over_the_charts_empty_secret_keeps_its_metadata_and_type() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let material = generate(&hosts(&["a.svc"]), YEAR, now).unwrap();
+        let declared = Secret {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("ns".into()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "Helm".to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([(
+                    "meta.helm.sh/release-name".to_string(),
+                    "ferrolb".to_string(),
+                )])),
+                resource_version: Some("42".into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        assert_eq!(
+            Material::from_secret(&declared),
+            None,
+            "empty: to be filled"
+        );
+        let written = material.to_secret("s", "ns", Some(&declared));
+        assert_eq!(written.type_.as_deref(), Some("Opaque"));
+        assert_eq!(written.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(written.metadata.labels, declared.metadata.labels);
+        let annotations = written.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["meta.helm.sh/release-name"], "ferrolb");
+        assert_eq!(Material::from_secret(&written), Some(material.clone()));
+        // A Secret the controller creates itself is a TLS Secret.
+        let created = material.to_secret("s", "ns", None);
+        assert_eq!(created.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(created.metadata.resource_version, None);
     }
 
     #[test]
