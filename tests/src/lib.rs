@@ -9,6 +9,7 @@
 //! * [`l2probe`]: layer2 probes for those tests: who answers ARP/NDP, the client's neighbour
 //!   cache, failover timing, the Service's IPs, the speakers' membership.
 //! * [`chaos`]: the fault-injection soak behind `cargo xtask lab chaos`.
+//! * [`plot`]: PNG plots for its report.
 //! * [`cmd`], [`process`], [`paths`]: running commands, background processes, run directories.
 
 pub mod chaos;
@@ -21,4 +22,5 @@ pub mod l2probe;
 pub mod lab;
 pub mod netlab;
 pub mod paths;
+pub mod plot;
 pub mod process;

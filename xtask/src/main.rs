@@ -77,7 +77,8 @@ enum LabCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Comma-separated fault kinds (default: all): link-down, speaker-kill, speaker-term,
-        /// speaker-freeze, apiserver-freeze, controller-kill, membership-partition.
+        /// speaker-freeze, apiserver-freeze, controller-kill, membership-partition, packet-loss,
+        /// apiserver-blackhole.
         #[arg(long, value_delimiter = ',')]
         faults: Vec<ferrolb_tests::chaos::schedule::FaultKind>,
         /// Layer2 Services to keep (at most 12: the pool has 14 addresses of each family).

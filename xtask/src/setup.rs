@@ -93,6 +93,11 @@ pub const PACKAGES: &[Package] = &[
         why: "promtool (alert rules) and the observability test's Prometheus",
     },
     Package {
+        name: "fonts-dejavu-core",
+        lab: true,
+        why: "DejaVu Sans, the text of the PNG plots (cargo xtask lab chaos)",
+    },
+    Package {
         name: "buildah",
         lab: false,
         why: "cargo xtask image and its test (an OCI image from scratch)",

@@ -12,8 +12,14 @@ use crate::process;
 
 /// The nftables table a partition adds in each node namespace.
 const PARTITION_TABLE: &str = "ferrolb_chaos_partition";
+/// The nftables table packet loss adds in the node's namespace.
+const LOSS_TABLE: &str = "ferrolb_chaos_loss";
+/// The nftables table the API server blackhole adds in every node namespace.
+const BLACKHOLE_TABLE: &str = "ferrolb_chaos_blackhole";
 /// The speakers' membership port.
 const MEMBERSHIP_PORT: u16 = 7946;
+/// The share of frames [`FaultKind::PacketLoss`] drops, each way.
+pub const LOSS_PERCENT: u32 = 30;
 
 /// How to undo an injected fault.
 #[derive(Debug)]
@@ -24,8 +30,13 @@ pub enum Injected {
     Stopped { what: String },
     /// SIGCONT the frozen process.
     Frozen { pid: i32, what: String },
-    /// Delete the partition tables in these namespaces.
-    Partitioned { namespaces: Vec<String> },
+    /// Delete the nftables table `family table` in these namespaces (a partition, packet
+    /// loss, a blackhole).
+    Filtered {
+        family: &'static str,
+        table: &'static str,
+        namespaces: Vec<String>,
+    },
 }
 
 fn signal(pid: i32, signal: libc::c_int) -> anyhow::Result<()> {
@@ -64,6 +75,54 @@ fn partition_rules(others: &[(std::net::Ipv4Addr, std::net::Ipv6Addr)]) -> Strin
         v4.join(", "),
         v6.join(", ")
     )
+}
+
+/// Frames dropped at random on `device`, both ways. The `netdev` hooks sit below the speaker's
+/// packet sockets, so ARP and NDP are lost too, not only IP.
+fn loss_rules(device: &str, percent: u32) -> String {
+    format!(
+        "table netdev {LOSS_TABLE} {{\n  chain ingress {{\n    type filter hook ingress device \
+         \"{device}\" priority -10; policy accept;\n    numgen random mod 100 < {percent} drop\n  \
+         }}\n  chain egress {{\n    type filter hook egress device \"{device}\" priority -10; \
+         policy accept;\n    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+    )
+}
+
+/// Everything to and from the API server dropped, without a reset: connections hang.
+fn blackhole_rules() -> String {
+    use crate::controlplane::{
+        LAB_APISERVER_PORT as port, LAB_APISERVER_V4 as v4, LAB_APISERVER_V6 as v6,
+    };
+    format!(
+        "table inet {BLACKHOLE_TABLE} {{\n  chain output {{\n    type filter hook output priority \
+         filter - 10; policy accept;\n    ip daddr {v4} tcp dport {port} drop\n    ip6 daddr {v6} \
+         tcp dport {port} drop\n  }}\n  chain input {{\n    type filter hook input priority \
+         filter - 10; policy accept;\n    ip saddr {v4} tcp sport {port} drop\n    ip6 saddr {v6} \
+         tcp sport {port} drop\n  }}\n}}\n"
+    )
+}
+
+/// Loads `rules` into each of `namespaces`. The namespaces are recorded in `applied` before
+/// each load, so a half-applied fault is removed too.
+fn load_rules(
+    lab: &TestLab,
+    rules: &str,
+    namespaces: &[String],
+    applied: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let file = lab.run_dir().join("chaos-rules.nft");
+    std::fs::write(&file, rules)?;
+    for ns in namespaces {
+        applied.push(ns.clone());
+        let out = netns::exec(ns, "nft").arg("-f").arg(&file).output()?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "nft -f in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Injects `kind` aimed at `nodes` (the nodes of one side for a partition).
@@ -120,24 +179,90 @@ pub fn inject(lab: &TestLab, kind: FaultKind, nodes: &[String]) -> anyhow::Resul
                 if addresses.is_empty() {
                     continue;
                 }
-                let rules = lab.run_dir().join("chaos-partition.nft");
-                std::fs::write(&rules, partition_rules(&addresses))?;
-                for member in members.iter() {
-                    let ns = topology.ns(&member.name);
-                    // Recorded first: a half-applied partition is removed too.
-                    namespaces.push(ns.clone());
-                    let out = netns::exec(&ns, "nft").arg("-f").arg(&rules).output()?;
-                    if !out.status.success() {
-                        anyhow::bail!(
-                            "nft -f in {ns}: {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
+                let member_namespaces: Vec<String> =
+                    members.iter().map(|m| topology.ns(&m.name)).collect();
+                let loaded = load_rules(
+                    lab,
+                    &partition_rules(&addresses),
+                    &member_namespaces,
+                    &mut namespaces,
+                );
+                if let Err(error) = loaded {
+                    heal_filter(INET, PARTITION_TABLE, &namespaces);
+                    return Err(error);
                 }
             }
-            Injected::Partitioned { namespaces }
+            Injected::Filtered {
+                family: INET,
+                table: PARTITION_TABLE,
+                namespaces,
+            }
+        }
+        FaultKind::PacketLoss => {
+            let ns = lab.netlab().topology.ns(&node()?);
+            let mut namespaces = Vec::new();
+            if let Err(error) = load_rules(
+                lab,
+                &loss_rules("eth0", LOSS_PERCENT),
+                std::slice::from_ref(&ns),
+                &mut namespaces,
+            ) {
+                heal_filter(NETDEV, LOSS_TABLE, &namespaces);
+                return Err(error);
+            }
+            Injected::Filtered {
+                family: NETDEV,
+                table: LOSS_TABLE,
+                namespaces,
+            }
+        }
+        FaultKind::ApiServerBlackhole => {
+            let topology = &lab.netlab().topology;
+            let all: Vec<String> = topology.nodes().map(|n| topology.ns(&n.name)).collect();
+            let mut namespaces = Vec::new();
+            let loaded = load_rules(lab, &blackhole_rules(), &all, &mut namespaces)
+                .and_then(|()| blackholed_from(&all));
+            if let Err(error) = loaded {
+                heal_filter(INET, BLACKHOLE_TABLE, &namespaces);
+                return Err(error);
+            }
+            Injected::Filtered {
+                family: INET,
+                table: BLACKHOLE_TABLE,
+                namespaces,
+            }
         }
     })
+}
+
+/// Proves the blackhole holds: from the first of `namespaces`, a request to the API server must
+/// time out (curl's exit code 28), neither succeed nor be refused.
+fn blackholed_from(namespaces: &[String]) -> anyhow::Result<()> {
+    use crate::controlplane::{LAB_APISERVER_PORT, LAB_APISERVER_V4};
+    let Some(ns) = namespaces.first() else {
+        return Ok(());
+    };
+    let url = format!("https://{LAB_APISERVER_V4}:{LAB_APISERVER_PORT}/healthz");
+    let status = netns::exec(ns, "curl")
+        .args(["-sk", "-o", "/dev/null", "-m", "1", &url])
+        .status()?;
+    anyhow::ensure!(
+        status.code() == Some(28),
+        "the API server blackhole does not hold: curl {url} in {ns} ended with {status}"
+    );
+    Ok(())
+}
+
+const INET: &str = "inet";
+const NETDEV: &str = "netdev";
+
+/// Deletes the table from each namespace; a table that is not there is not an error.
+fn heal_filter(family: &str, table: &str, namespaces: &[String]) {
+    for ns in namespaces {
+        let _ = netns::exec(ns, "nft")
+            .args(["delete", "table", family, table])
+            .output();
+    }
 }
 
 /// Undoes a fault.
@@ -148,13 +273,11 @@ pub fn heal(lab: &mut TestLab, injected: &Injected) -> anyhow::Result<()> {
             .up_again()
             .with_context(|| format!("starting {what} again"))?,
         Injected::Frozen { pid, .. } => signal(*pid, libc::SIGCONT)?,
-        Injected::Partitioned { namespaces } => {
-            for ns in namespaces {
-                let _ = netns::exec(ns, "nft")
-                    .args(["delete", "table", "inet", PARTITION_TABLE])
-                    .output();
-            }
-        }
+        Injected::Filtered {
+            family,
+            table,
+            namespaces,
+        } => heal_filter(family, table, namespaces),
     }
     Ok(())
 }
@@ -178,5 +301,34 @@ mod tests {
             "{rules}"
         );
         assert!(rules.contains("policy accept"), "{rules}");
+    }
+
+    #[test]
+    fn loss_drops_a_share_both_ways_below_the_packet_sockets() {
+        let rules = loss_rules("eth0", 30);
+        assert!(rules.starts_with("table netdev "), "{rules}");
+        assert!(
+            rules.contains("hook ingress device \"eth0\"")
+                && rules.contains("hook egress device \"eth0\""),
+            "{rules}"
+        );
+        assert_eq!(
+            rules.matches("numgen random mod 100 < 30 drop").count(),
+            2,
+            "{rules}"
+        );
+    }
+
+    #[test]
+    fn the_blackhole_drops_only_the_api_server_both_ways() {
+        let rules = blackhole_rules();
+        for rule in [
+            "ip daddr 192.0.2.2 tcp dport 6443 drop",
+            "ip saddr 192.0.2.2 tcp sport 6443 drop",
+            "ip6 daddr 2001:db8:2::2 tcp dport 6443 drop",
+            "ip6 saddr 2001:db8:2::2 tcp sport 6443 drop",
+        ] {
+            assert!(rules.contains(rule), "{rule} missing: {rules}");
+        }
     }
 }

@@ -79,6 +79,81 @@ fn answers(probe: &L2Probe<'_>, ips: &[IpAddr]) -> BTreeMap<IpAddr, BTreeSet<Str
     })
 }
 
+/// Invariant 5, the status part: the ServiceL2Status objects say what the wire says. For each
+/// Service, the nodes with a status object are the nodes that answer for its addresses
+/// (`owners`, from invariant 2), and no status object names a Service the run does not have
+/// (an orphan). The speakers write them shortly after they start answering: waits up to
+/// `settle`.
+pub fn statuses_match_the_wire(
+    probe: &L2Probe<'_>,
+    services: &[ServiceUnderTest],
+    owners: &BTreeMap<IpAddr, String>,
+    settle: Duration,
+) -> Vec<Violation> {
+    let expected: BTreeSet<(String, String)> = services
+        .iter()
+        .flat_map(|service| {
+            service
+                .ips
+                .iter()
+                .filter_map(|ip| owners.get(ip))
+                .map(|node| (service.name.clone(), node.clone()))
+        })
+        .collect();
+    let deadline = Instant::now() + settle;
+    loop {
+        let listed = probe.kubectl(&[
+            "get",
+            "servicel2statuses",
+            "-n",
+            crate::controlplane::FERROLB_NAMESPACE,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.serviceNamespace} \
+             {.status.serviceName} {.status.node}{\"\\n\"}{end}",
+        ]);
+        let violations = status_mismatches(&listed, &expected);
+        if violations.is_empty() || Instant::now() >= deadline {
+            return violations;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The mismatches between `listed` (lines of `name namespace service node`) and `expected`
+/// (Service name, node), all in namespace `default`.
+fn status_mismatches(listed: &str, expected: &BTreeSet<(String, String)>) -> Vec<Violation> {
+    let mut found = BTreeSet::new();
+    let mut violations = Vec::new();
+    for line in listed.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [name, namespace, service, node] = fields[..] else {
+            violations.push(Violation {
+                invariant: 5,
+                what: format!("ServiceL2Status {line:?} lacks its Service or node"),
+            });
+            continue;
+        };
+        let key = (service.to_string(), node.to_string());
+        if namespace != "default" || !expected.contains(&key) {
+            violations.push(Violation {
+                invariant: 5,
+                what: format!(
+                    "ServiceL2Status {name} says {node} announces {namespace}/{service}, which \
+                     the wire does not show (an orphan)"
+                ),
+            });
+        }
+        found.insert(key);
+    }
+    for (service, node) in expected.difference(&found) {
+        violations.push(Violation {
+            invariant: 5,
+            what: format!("{node} answers for default/{service}, but has no ServiceL2Status"),
+        });
+    }
+    violations
+}
+
 /// Invariant 2: once the lab is steady, exactly one MAC answers for each address, and it is a
 /// node allowed to (for ETP Local, one with an endpoint). Waits up to `settle` for the lab to
 /// become steady; returns the owners and the violations left at the end.
@@ -254,5 +329,31 @@ mod tests {
         assert_eq!(slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]), Some(2.0));
         assert_eq!(slope(&[(0.0, 7.0), (5.0, 7.0)]), Some(0.0));
         assert_eq!(slope(&[(1.0, 7.0)]), None);
+    }
+
+    #[test]
+    fn status_objects_are_compared_with_the_wire() {
+        let expected: BTreeSet<(String, String)> = [("a", "node1"), ("a", "node2"), ("b", "node3")]
+            .map(|(s, n)| (s.to_string(), n.to_string()))
+            .into();
+        let exact = "l2-1 default a node1\nl2-2 default a node2\nl2-3 default b node3\n";
+        assert_eq!(status_mismatches(exact, &expected), vec![]);
+        let wrong = "l2-1 default a node1\nl2-3 default b node2\nl2-9 default gone node1\n";
+        let found = status_mismatches(wrong, &expected);
+        let what: Vec<&str> = found.iter().map(|v| v.what.as_str()).collect();
+        assert_eq!(found.len(), 4, "{what:?}");
+        assert!(
+            what.iter()
+                .any(|w| w.contains("default/gone") && w.contains("orphan"))
+        );
+        assert!(
+            what.iter()
+                .any(|w| w.contains("node2 answers for default/a"))
+        );
+        assert!(
+            what.iter()
+                .any(|w| w.contains("node3 answers for default/b"))
+        );
+        assert!(found.iter().all(|v| v.invariant == 5));
     }
 }

@@ -106,12 +106,17 @@ pub struct Report {
     pub faults: Vec<FaultRecord>,
     pub checks: u64,
     pub samples: Vec<(f64, invariants::ProcessSample)>,
+    /// What the checks at the end of the run found (status objects against the wire).
+    pub at_end: Vec<Violation>,
     pub path: PathBuf,
 }
 
 impl Report {
     pub fn violations(&self) -> impl Iterator<Item = &Violation> {
-        self.faults.iter().flat_map(|f| f.violations.iter())
+        self.faults
+            .iter()
+            .flat_map(|f| f.violations.iter())
+            .chain(&self.at_end)
     }
 }
 
@@ -446,6 +451,13 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
         }
         report.faults.push(record);
     }
+    // At the end: the status objects say what the wire says (no orphan ServiceL2Status).
+    report.at_end =
+        invariants::statuses_match_the_wire(&L2Probe::new(&lab), &services, &owners, SETTLE);
+    report.checks += 1;
+    if !report.at_end.is_empty() {
+        print_violation(options, &lab, &report.faults, &report.at_end);
+    }
     report.path = write_report(options, &report)?;
     eprintln!("chaos: report in {}", report.path.display());
     // The lab (and any partition table, with its namespaces) goes on drop.
@@ -522,6 +534,10 @@ pub fn render(options: &ChaosOptions, report: &Report) -> String {
             .ok();
         }
     }
+    for violation in &report.at_end {
+        any = true;
+        writeln!(text, "- at the end of the run: {violation}").ok();
+    }
     if !any {
         text.push_str("None.\n");
     }
@@ -576,9 +592,52 @@ fn write_report(options: &ChaosOptions, report: &Report) -> anyhow::Result<PathB
         .join("chaos")
         .join(options.seed.to_string());
     std::fs::create_dir_all(&dir)?;
+    let mut text = render(options, report);
+    match plot_recovery(&dir.join(RECOVERY_PLOT), options, report) {
+        Ok(()) => writeln!(
+            text,
+            "\n## Recovery times\n\n![Recovery time per fault kind]({RECOVERY_PLOT})"
+        )
+        .ok(),
+        Err(crate::plot::PlotError::Empty) => None,
+        Err(error) => return Err(error.into()),
+    };
     let path = dir.join("report.md");
-    std::fs::write(&path, render(options, report))?;
+    std::fs::write(&path, text)?;
     Ok(path)
+}
+
+/// The report's plot, beside `report.md`.
+pub const RECOVERY_PLOT: &str = "recovery.png";
+
+/// Recovery time per fault kind, as box plots with every measurement beside its box.
+fn plot_recovery(
+    path: &std::path::Path,
+    options: &ChaosOptions,
+    report: &Report,
+) -> Result<(), crate::plot::PlotError> {
+    let mut by_kind: BTreeMap<FaultKind, Vec<f64>> = BTreeMap::new();
+    for record in &report.faults {
+        if let Some(recovery) = record.recovery {
+            by_kind
+                .entry(record.step.kind)
+                .or_default()
+                .push(recovery.as_secs_f64() * 1000.0);
+        }
+    }
+    let groups: Vec<(String, Vec<f64>)> = by_kind
+        .into_iter()
+        .map(|(kind, times)| (format!("{kind} ({})", times.len()), times))
+        .collect();
+    crate::plot::box_plot_ms(
+        path,
+        &format!(
+            "Recovery after a fault, on the wire (seed {}, {} min)",
+            options.seed, options.minutes
+        ),
+        "injection to first ARP answer (ms)",
+        &groups,
+    )
 }
 
 #[cfg(test)]

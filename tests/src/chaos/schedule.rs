@@ -23,10 +23,16 @@ pub enum FaultKind {
     ControllerKill,
     /// The membership port (UDP 7946) dropped between two groups of nodes (nftables).
     MembershipPartition,
+    /// A share of every frame dropped on a node's port, both ways, ARP and NDP included
+    /// (nftables `netdev` hooks: the kernel has no `tc netem`, so no delay either).
+    PacketLoss,
+    /// The API server unreachable from every node: its packets silently dropped (nftables),
+    /// so the speakers' connections hang rather than fail.
+    ApiServerBlackhole,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::LinkDown,
         FaultKind::SpeakerKill,
         FaultKind::SpeakerTerm,
@@ -34,6 +40,8 @@ impl FaultKind {
         FaultKind::ApiServerFreeze,
         FaultKind::ControllerKill,
         FaultKind::MembershipPartition,
+        FaultKind::PacketLoss,
+        FaultKind::ApiServerBlackhole,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +53,8 @@ impl FaultKind {
             FaultKind::ApiServerFreeze => "apiserver-freeze",
             FaultKind::ControllerKill => "controller-kill",
             FaultKind::MembershipPartition => "membership-partition",
+            FaultKind::PacketLoss => "packet-loss",
+            FaultKind::ApiServerBlackhole => "apiserver-blackhole",
         }
     }
 
@@ -72,6 +82,9 @@ impl FaultKind {
             FaultKind::ApiServerFreeze => (ms(1_000), ms(10_000)),
             FaultKind::ControllerKill => (ms(500), ms(3_000)),
             FaultKind::MembershipPartition => (ms(2_000), ms(8_000)),
+            FaultKind::PacketLoss => (ms(2_000), ms(10_000)),
+            // Past the speakers' API timeouts, so their watches must reconnect.
+            FaultKind::ApiServerBlackhole => (ms(2_000), ms(20_000)),
         }
     }
 }
@@ -165,7 +178,9 @@ pub fn schedule(
         .map(|index| {
             let kind = kinds[rng.below(kinds.len())];
             let target = match kind {
-                FaultKind::ApiServerFreeze | FaultKind::ControllerKill => Target::Cluster,
+                FaultKind::ApiServerFreeze
+                | FaultKind::ControllerKill
+                | FaultKind::ApiServerBlackhole => Target::Cluster,
                 FaultKind::MembershipPartition => Target::Split(1 + rng.below(nodes.max(2) - 1)),
                 // Mostly at an owner (a failover), sometimes at any node.
                 _ if rng.below(4) == 0 => Target::Node(rng.below(nodes)),

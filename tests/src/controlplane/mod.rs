@@ -44,6 +44,7 @@ pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// The API server's addresses inside the lab's control-plane namespace.
 pub const LAB_APISERVER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const LAB_APISERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
+pub const LAB_APISERVER_PORT: u16 = 6443;
 /// The namespace FerroLB's components run in.
 pub const FERROLB_NAMESPACE: &str = "ferrolb-system";
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -124,7 +125,7 @@ impl ControlPlaneConfig {
             netns: Some(netns.into()),
             listen_v4: LAB_APISERVER_V4,
             listen_v6: Some(LAB_APISERVER_V6),
-            port: 6443,
+            port: LAB_APISERVER_PORT,
             etcd_client_port: 2379,
             etcd_peer_port: 2380,
         }
