@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::ServiceShape;
+use super::invariants::ServiceUnderTest;
 use super::schedule::FaultKind;
+use crate::controlplane::FERROLB_NAMESPACE;
 use crate::harness::TestLab;
 use crate::netlab::netns;
 use crate::process;
@@ -30,6 +33,14 @@ pub enum Injected {
     Stopped { what: String },
     /// SIGCONT the frozen process.
     Frozen { pid: i32, what: String },
+    /// Configuration changed: apply `restore` (YAML), then delete `created` (kubectl
+    /// `kind/name` in `namespace`).
+    Changed {
+        restore: String,
+        created: Vec<(String, &'static str)>,
+        /// What the lab must show while the change is in force.
+        expect: Expectation,
+    },
     /// Delete the nftables table `family table` in these namespaces (a partition, packet
     /// loss, a blackhole).
     Filtered {
@@ -125,8 +136,54 @@ fn load_rules(
     Ok(())
 }
 
-/// Injects `kind` aimed at `nodes` (the nodes of one side for a partition).
-pub fn inject(lab: &TestLab, kind: FaultKind, nodes: &[String]) -> anyhow::Result<Injected> {
+/// What a configuration fault must have made happen before it is undone (checked by
+/// [`super::invariants::changed_as_told`]).
+#[derive(Debug, Clone)]
+pub enum Expectation {
+    /// The pool is refused: its `ConfigValid` condition is `False` (or the webhook refused it).
+    Refused { pool: String },
+    /// The Service gets both its addresses from the pool's ranges, and they are answered.
+    AssignedFrom {
+        service: ServiceUnderTest,
+        ranges: [&'static str; 2],
+    },
+    /// The Service, as changed, is answered by a node allowed to.
+    Answered(ServiceUnderTest),
+    /// Nothing to check.
+    Nothing,
+}
+
+/// The second pool of [`FaultKind::PoolAdded`] (beside l2probe's 192.0.2.240/28) and the
+/// overlapping one of [`FaultKind::ConfigInvalid`].
+const EXTRA_POOL: [&str; 2] = ["192.0.2.224/29", "2001:db8:2::220/125"];
+const OVERLAPPING_POOL: &str = "192.0.2.248/29";
+
+/// `kubectl apply` of `yaml`, through a file in the run directory.
+fn apply(lab: &TestLab, name: &str, yaml: &str) -> anyhow::Result<()> {
+    let path = lab.run_dir().join(format!("chaos-{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    lab.control_plane()
+        .kubectl_output(["apply".as_ref(), "-f".as_ref(), path.as_os_str()])
+        .with_context(|| format!("kubectl apply -f {}", path.display()))?;
+    Ok(())
+}
+
+/// The first ETP Local Service of the run (the one a churn fault changes).
+fn local_service(services: &[ServiceUnderTest]) -> anyhow::Result<&ServiceUnderTest> {
+    services
+        .iter()
+        .find(|s| s.shape.local)
+        .context("the run has no ETP Local Service (it needs at least 3 Services)")
+}
+
+/// Injects `kind` aimed at `nodes` (the nodes of one side for a partition); configuration
+/// faults change `services` or add their own objects.
+pub fn inject(
+    lab: &TestLab,
+    kind: FaultKind,
+    nodes: &[String],
+    services: &[ServiceUnderTest],
+) -> anyhow::Result<Injected> {
     let node = || nodes.first().cloned().context("the fault needs a node");
     Ok(match kind {
         FaultKind::LinkDown => {
@@ -196,6 +253,127 @@ pub fn inject(lab: &TestLab, kind: FaultKind, nodes: &[String]) -> anyhow::Resul
                 family: INET,
                 table: PARTITION_TABLE,
                 namespaces,
+            }
+        }
+        FaultKind::ConfigInvalid => {
+            let yaml = format!(
+                "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: \
+                 chaos-overlap, namespace: {FERROLB_NAMESPACE}}}\nspec:\n  addresses: \
+                 [\"{OVERLAPPING_POOL}\"]\n"
+            );
+            let created = vec![("ipaddresspool/chaos-overlap".to_string(), FERROLB_NAMESPACE)];
+            let expect = match apply(lab, "overlap", &yaml) {
+                Ok(()) => Expectation::Refused {
+                    pool: "chaos-overlap".to_string(),
+                },
+                // The admission webhook refused it at the door: as good an outcome.
+                Err(error) if format!("{error:#}").contains("denied the request") => {
+                    Expectation::Nothing
+                }
+                Err(error) => return Err(error),
+            };
+            Injected::Changed {
+                restore: String::new(),
+                created,
+                expect,
+            }
+        }
+        FaultKind::PoolAdded => {
+            let shape = ServiceShape {
+                name: "chaos-churn".to_string(),
+                port: 79,
+                local: false,
+                endpoints: lab
+                    .netlab()
+                    .topology
+                    .nodes()
+                    .map(|n| n.name.clone())
+                    .collect(),
+                shared: false,
+            };
+            let service = shape.yaml().replacen(
+                "  namespace: default\n",
+                &format!(
+                    "  namespace: default\n  annotations: {{{}: chaos-extra}}\n",
+                    ferrolb_crds::annotations::ADDRESS_POOL
+                ),
+                1,
+            );
+            let yaml = format!(
+                "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: chaos-extra, \
+                 namespace: {FERROLB_NAMESPACE}}}\nspec:\n  addresses: [\"{}\", \"{}\"]\n---\n\
+                 apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: \
+                 chaos-extra, namespace: {FERROLB_NAMESPACE}}}\nspec:\n  ipAddressPools: \
+                 [chaos-extra]\n{service}",
+                EXTRA_POOL[0], EXTRA_POOL[1]
+            );
+            // Deleted in this order: the Service first, so no Service is left without a pool.
+            let created = vec![
+                ("service/chaos-churn".to_string(), "default"),
+                ("endpointslice/chaos-churn-chaos".to_string(), "default"),
+                ("l2advertisement/chaos-extra".to_string(), FERROLB_NAMESPACE),
+                ("ipaddresspool/chaos-extra".to_string(), FERROLB_NAMESPACE),
+            ];
+            apply(lab, "pool-added", &yaml)?;
+            Injected::Changed {
+                restore: String::new(),
+                created,
+                expect: Expectation::AssignedFrom {
+                    service: ServiceUnderTest {
+                        name: shape.name.clone(),
+                        endpoint_nodes: None,
+                        ips: Vec::new(),
+                        shape,
+                    },
+                    ranges: EXTRA_POOL,
+                },
+            }
+        }
+        FaultKind::EtpSwitch => {
+            let service = local_service(services)?;
+            let switched = ServiceShape {
+                local: false,
+                ..service.shape.clone()
+            };
+            apply(lab, "etp-switch", &switched.yaml())?;
+            Injected::Changed {
+                restore: service.shape.yaml(),
+                created: Vec::new(),
+                expect: Expectation::Answered(ServiceUnderTest {
+                    endpoint_nodes: None,
+                    shape: switched,
+                    ..service.clone()
+                }),
+            }
+        }
+        FaultKind::EndpointsMove => {
+            let service = local_service(services)?;
+            let all: Vec<String> = lab
+                .netlab()
+                .topology
+                .nodes()
+                .map(|n| n.name.clone())
+                .collect();
+            // To the nodes that had none, plus one that had (never to an empty set).
+            let mut moved: Vec<String> = all
+                .iter()
+                .filter(|n| !service.shape.endpoints.contains(n))
+                .cloned()
+                .collect();
+            moved.extend(service.shape.endpoints.last().cloned());
+            let moved_shape = ServiceShape {
+                endpoints: moved,
+                ..service.shape.clone()
+            };
+            apply(lab, "endpoints-move", &moved_shape.yaml())?;
+            Injected::Changed {
+                restore: service.shape.yaml(),
+                created: Vec::new(),
+                expect: Expectation::Answered(ServiceUnderTest {
+                    endpoint_nodes: Some(moved_shape.endpoints.iter().cloned().collect()),
+                    shape: moved_shape,
+                    ..service.clone()
+                }),
             }
         }
         FaultKind::PacketLoss => {
@@ -278,6 +456,25 @@ pub fn heal(lab: &mut TestLab, injected: &Injected) -> anyhow::Result<()> {
             table,
             namespaces,
         } => heal_filter(family, table, namespaces),
+        Injected::Changed {
+            restore, created, ..
+        } => {
+            if !restore.is_empty() {
+                apply(lab, "restore", restore)?;
+            }
+            for (object, namespace) in created {
+                lab.control_plane()
+                    .kubectl_output([
+                        "delete",
+                        object,
+                        "-n",
+                        namespace,
+                        "--ignore-not-found",
+                        "--wait=false",
+                    ])
+                    .with_context(|| format!("kubectl delete {object}"))?;
+            }
+        }
     }
     Ok(())
 }

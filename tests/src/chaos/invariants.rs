@@ -18,6 +18,8 @@ pub struct ServiceUnderTest {
     pub endpoint_nodes: Option<BTreeSet<String>>,
     /// Its IPv4 and IPv6 address, as first assigned.
     pub ips: Vec<IpAddr>,
+    /// How the lab was told it (a fault that changes it puts this back).
+    pub shape: super::ServiceShape,
 }
 
 /// A broken invariant.
@@ -152,6 +154,91 @@ fn status_mismatches(listed: &str, expected: &BTreeSet<(String, String)>) -> Vec
         });
     }
     violations
+}
+
+/// During a configuration fault: the lab did what the change told it to, within `settle`.
+/// Counted under invariant 2 (who answers) or 1 (addresses from the right pool); a refused pool
+/// under 5 (bad input reported where the user looks).
+pub fn changed_as_told(
+    probe: &L2Probe<'_>,
+    expect: &super::faults::Expectation,
+    settle: Duration,
+) -> Vec<Violation> {
+    use super::faults::Expectation;
+    let deadline = Instant::now() + settle;
+    match expect {
+        Expectation::Nothing => Vec::new(),
+        Expectation::Answered(service) => {
+            single_eligible_answerer(probe, std::slice::from_ref(service), settle).1
+        }
+        Expectation::Refused { pool } => loop {
+            let condition = probe.kubectl(&[
+                "get",
+                "ipaddresspool",
+                pool,
+                "-n",
+                crate::controlplane::FERROLB_NAMESPACE,
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"ConfigValid\")].status}",
+            ]);
+            if condition.trim() == "False" {
+                return Vec::new();
+            }
+            if Instant::now() >= deadline {
+                return vec![Violation {
+                    invariant: 5,
+                    what: format!(
+                        "IPAddressPool {pool} overlaps the run's pool, but its ConfigValid \
+                         condition is {condition:?} after {settle:?}, not False"
+                    ),
+                }];
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        },
+        Expectation::AssignedFrom { service, ranges } => {
+            let ranges: Vec<ipnet::IpNet> = ranges.iter().filter_map(|r| r.parse().ok()).collect();
+            let ips = loop {
+                let out = probe.kubectl(&[
+                    "get",
+                    "service",
+                    "-n",
+                    "default",
+                    &service.name,
+                    "--ignore-not-found",
+                    "-o",
+                    "jsonpath={.status.loadBalancer.ingress[*].ip}",
+                ]);
+                let ips: Vec<IpAddr> = out
+                    .split_whitespace()
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                if ips.len() == 2 || Instant::now() >= deadline {
+                    break ips;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            let outside: Vec<&IpAddr> = ips
+                .iter()
+                .filter(|ip| !ranges.iter().any(|r| r.contains(*ip)))
+                .collect();
+            if ips.len() != 2 || !outside.is_empty() {
+                return vec![Violation {
+                    invariant: 1,
+                    what: format!(
+                        "default/{} asked for pool {ranges:?} and holds {ips:?} after {settle:?}",
+                        service.name
+                    ),
+                }];
+            }
+            let assigned = ServiceUnderTest {
+                ips,
+                ..service.clone()
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            single_eligible_answerer(probe, std::slice::from_ref(&assigned), left).1
+        }
+    }
 }
 
 /// Invariant 2: once the lab is steady, exactly one MAC answers for each address, and it is a

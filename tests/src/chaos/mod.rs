@@ -83,6 +83,9 @@ impl ChaosOptions {
 const SETTLE: Duration = Duration::from_secs(30);
 /// How long after healing an address of the faulted node must answer again at the latest.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+/// How long a configuration change may take to show: the controller's and the speakers'
+/// reaction, and a round of ARP/NDP asks (2 s).
+const CHANGE_TAKES_EFFECT: Duration = Duration::from_secs(10);
 /// How often the recovery probe asks.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 
@@ -120,9 +123,76 @@ impl Report {
     }
 }
 
+/// One of the run's Services as the lab is told it: what [`services_manifest`] applies, and
+/// what a fault changes and puts back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceShape {
+    pub name: String,
+    pub port: usize,
+    /// `externalTrafficPolicy: Local` (else Cluster).
+    pub local: bool,
+    /// The nodes with a ready endpoint.
+    pub endpoints: Vec<String>,
+    /// Shares one IPv4 and one IPv6 address with the other shared ones.
+    pub shared: bool,
+}
+
+impl ServiceShape {
+    /// The `index`-th of `count` Services: every third is ETP Local with endpoints on the first
+    /// two nodes; the last two share one address.
+    fn nth(index: usize, count: usize, nodes: &[String]) -> ServiceShape {
+        let shared_from = count.saturating_sub(2).max(1);
+        let local = index % 3 == 2 && index < shared_from;
+        let endpoints = if local {
+            nodes.iter().take(2).cloned().collect()
+        } else {
+            nodes.to_vec()
+        };
+        ServiceShape {
+            name: format!("chaos-{index}"),
+            port: 80 + index,
+            local,
+            endpoints,
+            shared: count >= 3 && index >= shared_from,
+        }
+    }
+
+    /// The Service and its EndpointSlice, as YAML.
+    pub fn yaml(&self) -> String {
+        let name = &self.name;
+        let port = self.port;
+        let sharing = if self.shared {
+            "  annotations:\n    ferrolb.io/allow-shared-ip: chaos-shared\n    \
+             ferrolb.io/loadBalancerIPs: 192.0.2.254,2001:db8:2::24e\n"
+        } else {
+            ""
+        };
+        let policy = if self.local { "Local" } else { "Cluster" };
+        let mut yaml = format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
+             {sharing}spec:\n  type: LoadBalancer\n  externalTrafficPolicy: {policy}\n  \
+             ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{{name: http, \
+             port: {port}, targetPort: 8080, protocol: TCP}}]\n---\napiVersion: discovery.k8s.io/v1\n\
+             kind: EndpointSlice\nmetadata:\n  name: {name}-chaos\n  namespace: default\n  labels: \
+             {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: \
+             8080, protocol: TCP}}]\nendpoints:\n"
+        );
+        for node in &self.endpoints {
+            let host: u8 = node.trim_start_matches("node").parse().unwrap_or(1);
+            write!(
+                yaml,
+                "- addresses: [\"192.0.2.{}\"]\n  nodeName: {node}\n  conditions: {{ready: true, \
+                 serving: true}}\n",
+                10 + host
+            )
+            .ok();
+        }
+        yaml
+    }
+}
+
 /// The Services of a run, as YAML: a pool and an L2Advertisement, then `count` dual-stack
-/// Services with EndpointSlices. Every third is ETP Local with endpoints on the first two nodes;
-/// the last two share one address (same `allow-shared-ip` key, the same requested IPs).
+/// Services with EndpointSlices ([`ServiceShape::nth`]).
 fn services_manifest(count: usize, nodes: &[String]) -> (String, Vec<ServiceUnderTest>) {
     let mut yaml = format!(
         "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: chaos, namespace: \
@@ -133,48 +203,16 @@ fn services_manifest(count: usize, nodes: &[String]) -> (String, Vec<ServiceUnde
         l2probe::POOL_V6
     );
     let mut services = Vec::new();
-    let shared_from = count.saturating_sub(2).max(1);
     for index in 0..count {
-        let name = format!("chaos-{index}");
-        let local = index % 3 == 2 && index < shared_from;
-        let endpoints: Vec<&String> = if local {
-            nodes.iter().take(2).collect()
-        } else {
-            nodes.iter().collect()
-        };
-        let sharing = if count >= 3 && index >= shared_from {
-            "  annotations:\n    ferrolb.io/allow-shared-ip: chaos-shared\n    \
-             ferrolb.io/loadBalancerIPs: 192.0.2.254,2001:db8:2::24e\n"
-        } else {
-            ""
-        };
-        let policy = if local { "Local" } else { "Cluster" };
-        let port = 80 + index;
-        write!(
-            yaml,
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
-             {sharing}spec:\n  type: LoadBalancer\n  externalTrafficPolicy: {policy}\n  \
-             ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{{name: http, \
-             port: {port}, targetPort: 8080, protocol: TCP}}]\n---\napiVersion: discovery.k8s.io/v1\n\
-             kind: EndpointSlice\nmetadata:\n  name: {name}-chaos\n  namespace: default\n  labels: \
-             {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: \
-             8080, protocol: TCP}}]\nendpoints:\n"
-        )
-        .ok();
-        for node in &endpoints {
-            let host: u8 = node.trim_start_matches("node").parse().unwrap_or(1);
-            write!(
-                yaml,
-                "- addresses: [\"192.0.2.{}\"]\n  nodeName: {node}\n  conditions: {{ready: true, \
-                 serving: true}}\n",
-                10 + host
-            )
-            .ok();
-        }
+        let shape = ServiceShape::nth(index, count, nodes);
+        yaml.push_str(&shape.yaml());
         services.push(ServiceUnderTest {
-            name,
-            endpoint_nodes: local.then(|| endpoints.iter().map(|n| n.to_string()).collect()),
+            name: shape.name.clone(),
+            endpoint_nodes: shape
+                .local
+                .then(|| shape.endpoints.iter().cloned().collect()),
             ips: Vec::new(),
+            shape,
         });
     }
     (yaml, services)
@@ -385,7 +423,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             step.hold
         );
         let injected_at = Instant::now();
-        let injected = faults::inject(&lab, step.kind, &faulted)
+        let injected = faults::inject(&lab, step.kind, &faulted, &services)
             .with_context(|| format!("injecting {} on {faulted:?}", step.kind))?;
         let mut recovery = watched.and_then(|ip| {
             first_answer(
@@ -400,6 +438,14 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             dual_answer_window(&L2Probe::new(&lab), &v4, injected_at + step.hold)
         });
         let dual_answerers = dual_answerers.flatten();
+        // A configuration change must have taken effect before it is undone.
+        let mut violations = match &injected {
+            faults::Injected::Changed { expect, .. } => {
+                report.checks += 1;
+                invariants::changed_as_told(&L2Probe::new(&lab), expect, CHANGE_TAKES_EFFECT)
+            }
+            _ => Vec::new(),
+        };
         let held = injected_at.elapsed();
         if held < step.hold {
             std::thread::sleep(step.hold - held);
@@ -415,7 +461,6 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             );
         }
         let probe = L2Probe::new(&lab);
-        let mut violations = Vec::new();
         if let (None, Some(ip)) = (recovery, watched) {
             violations.push(Violation {
                 invariant: 4,

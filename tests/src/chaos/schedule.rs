@@ -29,10 +29,19 @@ pub enum FaultKind {
     /// The API server unreachable from every node: its packets silently dropped (nftables),
     /// so the speakers' connections hang rather than fail.
     ApiServerBlackhole,
+    /// A pool overlapping the run's pool applied (invalid), then deleted: bad configuration
+    /// must cost no address and no announcement.
+    ConfigInvalid,
+    /// A second pool, its L2Advertisement and a Service from it created, then deleted.
+    PoolAdded,
+    /// An ETP Local Service switched to Cluster, then back.
+    EtpSwitch,
+    /// An ETP Local Service's endpoints moved to other nodes, then back.
+    EndpointsMove,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::LinkDown,
         FaultKind::SpeakerKill,
         FaultKind::SpeakerTerm,
@@ -42,6 +51,10 @@ impl FaultKind {
         FaultKind::MembershipPartition,
         FaultKind::PacketLoss,
         FaultKind::ApiServerBlackhole,
+        FaultKind::ConfigInvalid,
+        FaultKind::PoolAdded,
+        FaultKind::EtpSwitch,
+        FaultKind::EndpointsMove,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +68,10 @@ impl FaultKind {
             FaultKind::MembershipPartition => "membership-partition",
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::ApiServerBlackhole => "apiserver-blackhole",
+            FaultKind::ConfigInvalid => "config-invalid",
+            FaultKind::PoolAdded => "pool-added",
+            FaultKind::EtpSwitch => "etp-switch",
+            FaultKind::EndpointsMove => "endpoints-move",
         }
     }
 
@@ -85,6 +102,11 @@ impl FaultKind {
             FaultKind::PacketLoss => (ms(2_000), ms(10_000)),
             // Past the speakers' API timeouts, so their watches must reconnect.
             FaultKind::ApiServerBlackhole => (ms(2_000), ms(20_000)),
+            // Long enough for the controller and the speakers to act on the change.
+            FaultKind::ConfigInvalid
+            | FaultKind::PoolAdded
+            | FaultKind::EtpSwitch
+            | FaultKind::EndpointsMove => (ms(2_000), ms(8_000)),
         }
     }
 }
@@ -180,7 +202,11 @@ pub fn schedule(
             let target = match kind {
                 FaultKind::ApiServerFreeze
                 | FaultKind::ControllerKill
-                | FaultKind::ApiServerBlackhole => Target::Cluster,
+                | FaultKind::ApiServerBlackhole
+                | FaultKind::ConfigInvalid
+                | FaultKind::PoolAdded
+                | FaultKind::EtpSwitch
+                | FaultKind::EndpointsMove => Target::Cluster,
                 FaultKind::MembershipPartition => Target::Split(1 + rng.below(nodes.max(2) - 1)),
                 // Mostly at an owner (a failover), sometimes at any node.
                 _ if rng.below(4) == 0 => Target::Node(rng.below(nodes)),
