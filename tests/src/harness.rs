@@ -166,12 +166,32 @@ impl TestLab {
         binaries: FerrolbBinaries,
         install: Install,
     ) -> anyhow::Result<Option<TestLab>> {
+        TestLab::start_lab(test, nodes, |lab| {
+            lab.binaries = binaries;
+            lab.install = install;
+        })
+    }
+
+    /// [`Self::start`] with `controllers` controller replicas competing for the Lease.
+    pub fn start_replicated(
+        test: &str,
+        nodes: usize,
+        controllers: usize,
+    ) -> anyhow::Result<Option<TestLab>> {
+        TestLab::start_lab(test, nodes, |lab| lab.controller_replicas = controllers)
+    }
+
+    /// The lab, as `configure` sets it up, started.
+    fn start_lab(
+        test: &str,
+        nodes: usize,
+        configure: impl FnOnce(&mut Lab),
+    ) -> anyhow::Result<Option<TestLab>> {
         if !require_root(test) {
             return Ok(None);
         }
         let mut test_lab = TestLab::unstarted(test, nodes)?;
-        test_lab.lab.binaries = binaries;
-        test_lab.lab.install = install;
+        configure(&mut test_lab.lab);
         // On failure `test_lab` is dropped here, which tears down what was built.
         match test_lab.lab.up() {
             Ok(control_plane) => test_lab.control_plane = Some(control_plane),
@@ -323,9 +343,62 @@ pub fn tail(path: &Path, lines: usize) -> Vec<String> {
     all[all.len().saturating_sub(lines)..].to_vec()
 }
 
+/// The lines of a log written with FerroLB's timestamps (`2026-12-02T19:09:38.987491Z ...`, UTC,
+/// as tracing writes them) from `from` to `to`, both as `YYYY-MM-DDTHH:MM:SS`: the lines
+/// around an event, rather than the end of the log. A line without a timestamp (a
+/// continuation) goes with the line before it. `None` when the log has no such timestamps
+/// (kube-apiserver, etcd): the caller falls back to [`tail`].
+pub fn lines_between(path: &Path, from: &str, to: &str) -> Option<Vec<String>> {
+    let file = fs::File::open(path).ok()?;
+    let stamp = |line: &str| -> Option<String> {
+        let head = line.get(..19)?;
+        let bytes = head.as_bytes();
+        let shaped = bytes[4] == b'-' && bytes[10] == b'T' && bytes[13] == b':';
+        shaped.then(|| head.to_string())
+    };
+    let mut any_stamp = false;
+    let mut inside = false;
+    let mut lines = Vec::new();
+    for line in BufReader::new(file).lines().map_while(Result::ok) {
+        if let Some(at) = stamp(&line) {
+            any_stamp = true;
+            inside = at.as_str() >= from && at.as_str() <= to;
+        }
+        if inside {
+            lines.push(line);
+        }
+    }
+    any_stamp.then_some(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_between_two_times() {
+        let dir = std::env::temp_dir().join(format!("ferrolb-lines-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("speaker.log");
+        fs::write(
+            &log,
+            "2026-12-02T19:09:38.1Z  INFO a\n2026-12-02T19:09:40.2Z  WARN b\n  continued\n\
+             2026-12-02T19:09:41.9Z  INFO c\n2026-12-02T19:09:43.0Z  INFO d\n",
+        )
+        .unwrap();
+        assert_eq!(
+            lines_between(&log, "2026-12-02T19:09:40", "2026-12-02T19:09:41"),
+            Some(vec![
+                "2026-12-02T19:09:40.2Z  WARN b".to_string(),
+                "  continued".to_string(),
+                "2026-12-02T19:09:41.9Z  INFO c".to_string(),
+            ])
+        );
+        let klog = dir.join("kube-apiserver.log");
+        fs::write(&klog, "I1202 19:09:40.123 1 server.go:1] started\n").unwrap();
+        assert_eq!(lines_between(&klog, "2026", "2027"), None);
+        fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn prefixes_are_unique_and_short() {

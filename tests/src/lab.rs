@@ -63,6 +63,26 @@ pub struct Lab {
     pub netlab: Netlab,
     pub binaries: FerrolbBinaries,
     pub install: Install,
+    /// Controller processes, as the Deployment's replicas (1 unless set; they compete for the
+    /// Lease).
+    pub controller_replicas: usize,
+}
+
+/// The lab's name for controller replica `replica` (0-based): its pid and log file names.
+/// The first is `controller`, as with one replica.
+pub fn controller_process_name(replica: usize) -> String {
+    match replica {
+        0 => "controller".to_string(),
+        n => format!("controller-{}", n + 1),
+    }
+}
+
+/// The `POD_NAME` (and so the Lease holder identity) of controller replica `replica`.
+pub fn controller_pod_name(replica: usize) -> String {
+    match replica {
+        0 => "ferrolb-controller-lab".to_string(),
+        n => format!("ferrolb-controller-lab-{}", n + 1),
+    }
 }
 
 /// How `up` puts FerroLB's objects into the lab's API server.
@@ -108,6 +128,7 @@ impl Lab {
             netlab: Netlab::new(prefix, nodes, &paths::run_dir(prefix))?,
             binaries: FerrolbBinaries::default(),
             install: Install::default(),
+            controller_replicas: 1,
         })
     }
 
@@ -379,29 +400,43 @@ impl Lab {
         match real_binary(&self.binaries.controller) {
             Err(why) => processes.push(format!("controller: {why}")),
             Ok(controller) => {
-                let mut env = BTreeMap::new();
-                env.insert(
-                    "KUBECONFIG".to_string(),
-                    kubeconfigs.controller.display().to_string(),
-                );
-                env.insert("NODE_NAME".to_string(), "cp".to_string());
-                // As the Deployment's downward API sets them (config/controller/deployment.yaml).
-                env.insert("POD_NAME".to_string(), "ferrolb-controller-lab".to_string());
-                env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
-                env.insert("RUST_LOG".to_string(), "info".to_string());
-                // The output goes to a log file: no colour escapes.
-                env.insert("NO_COLOR".to_string(), "1".to_string());
-                let ns = topology.control_plane_ns();
-                let started = Background {
-                    name: "controller",
-                    ns: &ns,
-                    program: &controller,
-                    args: args.controller.clone(),
-                    env,
-                    dir: self.run_dir(),
+                for replica in 0..self.controller_replicas.max(1) {
+                    let mut env = BTreeMap::new();
+                    env.insert(
+                        "KUBECONFIG".to_string(),
+                        kubeconfigs.controller.display().to_string(),
+                    );
+                    env.insert("NODE_NAME".to_string(), "cp".to_string());
+                    // As the Deployment's downward API sets them
+                    // (config/controller/deployment.yaml).
+                    env.insert("POD_NAME".to_string(), controller_pod_name(replica));
+                    env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
+                    env.insert("RUST_LOG".to_string(), "info".to_string());
+                    // The output goes to a log file: no colour escapes.
+                    env.insert("NO_COLOR".to_string(), "1".to_string());
+                    let mut replica_args = args.controller.clone();
+                    if replica > 0 {
+                        // The replicas share one namespace here, not one pod each: their
+                        // servers need ports of their own (the last occurrence wins).
+                        let offset = 100 * u16::try_from(replica).unwrap_or(1);
+                        replica_args.extend([
+                            format!("--metrics-addr=0.0.0.0:{}", 7472 + offset),
+                            format!("--webhook-addr=0.0.0.0:{}", 9443 + offset),
+                        ]);
+                    }
+                    let name = controller_process_name(replica);
+                    let ns = topology.control_plane_ns();
+                    let started = Background {
+                        name: &name,
+                        ns: &ns,
+                        program: &controller,
+                        args: replica_args,
+                        env,
+                        dir: self.run_dir(),
+                    }
+                    .start()?;
+                    processes.push(format!("{name}: {started}"));
                 }
-                .start()?;
-                processes.push(format!("controller: {started}"));
             }
         }
         match real_binary(&self.binaries.speaker) {

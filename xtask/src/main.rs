@@ -86,6 +86,9 @@ enum LabCommand {
         services: usize,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Controller replicas competing for the Lease (`controller-kill` kills the leader).
+        #[arg(long, default_value_t = 2)]
+        controllers: usize,
         /// Do not build the control plane and the FerroLB binaries first.
         #[arg(long)]
         no_build: bool,
@@ -277,6 +280,7 @@ fn main() -> anyhow::Result<()> {
                 faults,
                 services,
                 nodes,
+                controllers,
                 no_build,
             } => {
                 setup::ensure_packages(setup::Needs::Lab)?;
@@ -289,6 +293,7 @@ fn main() -> anyhow::Result<()> {
                     faults,
                     services: services.clamp(1, 12),
                     nodes: nodes.max(2),
+                    controllers: controllers.max(1),
                     ..ferrolb_tests::chaos::ChaosOptions::default()
                 };
                 let Some(report) = ferrolb_tests::chaos::run(&options)? else {

@@ -168,6 +168,26 @@ fn apply(lab: &TestLab, name: &str, yaml: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process name of the controller replica that holds the Lease (the first replica when
+/// none does, e.g. with one replica before it took the Lease).
+fn leader(lab: &TestLab) -> anyhow::Result<String> {
+    let holder = lab.control_plane().kubectl_output([
+        "get",
+        "lease",
+        "ferrolb-controller",
+        "-n",
+        FERROLB_NAMESPACE,
+        "--ignore-not-found",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    let replicas = lab.lab().controller_replicas.max(1);
+    let replica = (0..replicas)
+        .find(|r| crate::lab::controller_pod_name(*r) == holder.trim())
+        .unwrap_or(0);
+    Ok(crate::lab::controller_process_name(replica))
+}
+
 /// The first ETP Local Service of the run (the one a churn fault changes).
 fn local_service(services: &[ServiceUnderTest]) -> anyhow::Result<&ServiceUnderTest> {
     services
@@ -219,12 +239,11 @@ pub fn inject(
             }
         }
         FaultKind::ControllerKill => {
-            let pid = pid_of(lab, "controller")?;
+            let what = leader(lab)?;
+            let pid = pid_of(lab, &what)?;
             signal(pid, libc::SIGKILL)?;
             wait_gone(pid, Duration::from_secs(5))?;
-            Injected::Stopped {
-                what: "controller".to_string(),
-            }
+            Injected::Stopped { what }
         }
         FaultKind::MembershipPartition => {
             let topology = &lab.netlab().topology;

@@ -44,6 +44,8 @@ pub struct ChaosOptions {
     pub faults: Vec<FaultKind>,
     pub services: usize,
     pub nodes: usize,
+    /// Controller replicas (they compete for the Lease; `controller-kill` kills the leader).
+    pub controllers: usize,
     /// Invariant 3's bound: how soon the client's neighbour entry must point at the answering
     /// node. The soak uses the issue's 1 s; the smoke run in the test suite a hang guard (the
     /// default test run asserts no wall-clock bound).
@@ -58,6 +60,7 @@ impl Default for ChaosOptions {
             faults: Vec::new(),
             services: 6,
             nodes: 3,
+            controllers: 2,
             client_follows_within: Duration::from_secs(1),
         }
     }
@@ -67,8 +70,8 @@ impl ChaosOptions {
     /// The command line that replays this run.
     pub fn replay_command(&self) -> String {
         let mut command = format!(
-            "cargo xtask lab chaos --seed {} --minutes {} --services {} --nodes {}",
-            self.seed, self.minutes, self.services, self.nodes
+            "cargo xtask lab chaos --seed {} --minutes {} --services {} --nodes {} --controllers {}",
+            self.seed, self.minutes, self.services, self.nodes, self.controllers
         );
         if !self.faults.is_empty() {
             let names: Vec<_> = self.faults.iter().map(|f| f.name()).collect();
@@ -287,12 +290,21 @@ fn dual_answer_window(probe: &L2Probe<'_>, ips: &[IpAddr], until: Instant) -> Op
     Some(last? - first?)
 }
 
-/// Prints what a violation needs to be understood and replayed.
+/// A wall-clock time as the logs write it, to the second (UTC).
+fn log_time(at: std::time::SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(at)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// Prints what a violation needs to be understood and replayed: the logs from `since` (the
+/// fault's injection, less a second) to now.
 fn print_violation(
     options: &ChaosOptions,
     lab: &TestLab,
     done: &[FaultRecord],
     found: &[Violation],
+    since: std::time::SystemTime,
 ) {
     eprintln!("== chaos: invariant violated (seed {})", options.seed);
     for violation in found {
@@ -305,10 +317,14 @@ fn print_violation(
             record.step.index, record.step.kind, record.nodes, record.step.hold, record.recovery
         );
     }
-    eprintln!("== logs (last 20 lines each):");
+    let from = log_time(since - Duration::from_secs(1));
+    let to = log_time(std::time::SystemTime::now());
+    eprintln!("== logs from {from} to {to} (the last 20 lines of logs without our timestamps):");
     for log in crate::harness::log_files(lab.run_dir()) {
         eprintln!("-- {}", log.display());
-        for line in tail(&log, 20) {
+        let lines =
+            crate::harness::lines_between(&log, &from, &to).unwrap_or_else(|| tail(&log, 20));
+        for line in lines {
             eprintln!("   {line}");
         }
     }
@@ -340,7 +356,8 @@ fn canaries(probe: &L2Probe<'_>, services: &[ServiceUnderTest]) -> anyhow::Resul
 
 /// Runs the soak. Needs root (the lab); `Ok(None)` when not root.
 pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
-    let Some(mut lab) = TestLab::start("chaos", options.nodes)? else {
+    let Some(mut lab) = TestLab::start_replicated("chaos", options.nodes, options.controllers)?
+    else {
         return Ok(None);
     };
     let nodes: Vec<String> = lab
@@ -349,7 +366,8 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
         .nodes()
         .map(|n| n.name.clone())
         .collect();
-    let processes: Vec<String> = std::iter::once("controller".to_string())
+    let processes: Vec<String> = (0..options.controllers.max(1))
+        .map(crate::lab::controller_process_name)
         .chain(nodes.iter().map(|n| format!("speaker-{n}")))
         .collect();
     let (yaml, mut services) = services_manifest(options.services, &nodes);
@@ -423,6 +441,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             step.hold
         );
         let injected_at = Instant::now();
+        let injected_wall = std::time::SystemTime::now();
         let injected = faults::inject(&lab, step.kind, &faulted, &services)
             .with_context(|| format!("injecting {} on {faulted:?}", step.kind))?;
         let mut recovery = watched.and_then(|ip| {
@@ -492,7 +511,13 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             violations,
         };
         if !record.violations.is_empty() {
-            print_violation(options, &lab, &report.faults, &record.violations);
+            print_violation(
+                options,
+                &lab,
+                &report.faults,
+                &record.violations,
+                injected_wall,
+            );
         }
         report.faults.push(record);
     }
@@ -501,7 +526,13 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
         invariants::statuses_match_the_wire(&L2Probe::new(&lab), &services, &owners, SETTLE);
     report.checks += 1;
     if !report.at_end.is_empty() {
-        print_violation(options, &lab, &report.faults, &report.at_end);
+        print_violation(
+            options,
+            &lab,
+            &report.faults,
+            &report.at_end,
+            std::time::SystemTime::now() - SETTLE,
+        );
     }
     report.path = write_report(options, &report)?;
     eprintln!("chaos: report in {}", report.path.display());
@@ -724,7 +755,8 @@ mod tests {
         };
         assert_eq!(
             options.replay_command(),
-            "cargo xtask lab chaos --seed 9 --minutes 3 --services 4 --nodes 3 --faults link-down"
+            "cargo xtask lab chaos --seed 9 --minutes 3 --services 4 --nodes 3 --controllers 2 \
+             --faults link-down"
         );
     }
 }
