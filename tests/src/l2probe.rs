@@ -213,6 +213,24 @@ impl<'a> L2Probe<'a> {
         self.kubectl(&["apply", "-f", &path.display().to_string()]);
     }
 
+    /// The IPs in `default/<service>`'s `status.loadBalancer.ingress`, in its order; none while
+    /// the Service does not exist or has no address yet.
+    pub fn ingress_ips(&self, service: &str) -> Vec<IpAddr> {
+        self.kubectl(&[
+            "get",
+            "service",
+            "-n",
+            "default",
+            service,
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ])
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+    }
+
     /// The IPv4 and IPv6 ingress IPs that the controller (the real one the lab started) wrote
     /// into `default/<service>`'s `status.loadBalancer.ingress`. Panics if it has not assigned
     /// both within `timeout`: nothing else writes the status, so a controller that does not
@@ -220,19 +238,7 @@ impl<'a> L2Probe<'a> {
     pub fn service_ips(&self, service: &str, timeout: Duration) -> (Ipv4Addr, Ipv6Addr) {
         let deadline = Instant::now() + timeout;
         let last = loop {
-            let out = self.kubectl(&[
-                "get",
-                "service",
-                "-n",
-                "default",
-                service,
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ]);
-            let ips: Vec<IpAddr> = out
-                .split_whitespace()
-                .filter_map(|s| s.parse().ok())
-                .collect();
+            let ips = self.ingress_ips(service);
             let v4 = ips.iter().find_map(|ip| match ip {
                 IpAddr::V4(v4) => Some(*v4),
                 IpAddr::V6(_) => None,
@@ -245,7 +251,7 @@ impl<'a> L2Probe<'a> {
                 return (v4, v6);
             }
             if Instant::now() >= deadline {
-                break out;
+                break ips;
             }
             std::thread::sleep(Duration::from_millis(500));
         };

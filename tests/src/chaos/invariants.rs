@@ -41,19 +41,7 @@ pub fn addresses_kept(probe: &L2Probe<'_>, services: &[ServiceUnderTest]) -> Vec
     services
         .iter()
         .filter_map(|service| {
-            let out = probe.kubectl(&[
-                "get",
-                "service",
-                "-n",
-                "default",
-                &service.name,
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ]);
-            let now: Vec<IpAddr> = out
-                .split_whitespace()
-                .filter_map(|s| s.parse().ok())
-                .collect();
+            let now = probe.ingress_ips(&service.name);
             (now != service.ips).then(|| Violation {
                 invariant: 1,
                 what: format!(
@@ -199,20 +187,7 @@ pub fn changed_as_told(
         Expectation::AssignedFrom { service, ranges } => {
             let ranges: Vec<ipnet::IpNet> = ranges.iter().filter_map(|r| r.parse().ok()).collect();
             let ips = loop {
-                let out = probe.kubectl(&[
-                    "get",
-                    "service",
-                    "-n",
-                    "default",
-                    &service.name,
-                    "--ignore-not-found",
-                    "-o",
-                    "jsonpath={.status.loadBalancer.ingress[*].ip}",
-                ]);
-                let ips: Vec<IpAddr> = out
-                    .split_whitespace()
-                    .filter_map(|s| s.parse().ok())
-                    .collect();
+                let ips = probe.ingress_ips(&service.name);
                 if ips.len() == 2 || Instant::now() >= deadline {
                     break ips;
                 }
