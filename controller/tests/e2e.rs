@@ -447,6 +447,19 @@ async fn exhaustion_and_pool_change(
         )
         .await;
     }
+    // The address change is told on the Service, naming the address it lost.
+    eventually(
+        "an IPAllocated Event on tiny/b naming the address it lost",
+        Duration::from_secs(30),
+        || async {
+            let notes = events(client, "tiny", "b", "IPAllocated").await;
+            notes
+                .iter()
+                .any(|n| n.contains("replacing [198.51.100.1"))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn invalid_config_keeps_addresses(client: &Client, metrics: std::net::SocketAddr) {

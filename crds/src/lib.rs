@@ -14,6 +14,7 @@ pub mod annotations;
 pub mod cluster;
 pub mod config;
 pub mod crdgen;
+pub mod events;
 pub mod legacy;
 pub mod metrics_doc;
 pub mod migrate;

@@ -26,6 +26,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ferrolb_crds::events::{Event, EventRecorder, EventType, Reporter};
 use ferrolb_crds::v1beta1::{
     API_VERSION, BGP_SESSION_STATE_GENERATE_NAME, BGPPeer, BGPSessionState, BGPSessionStateSpec,
     InterfaceInfo, LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE,
@@ -36,7 +37,6 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -763,7 +763,7 @@ impl<K: Kind> Objects<K> {
 /// The API side: this node's status objects and Events.
 pub struct StatusWriter {
     node: String,
-    recorder: Recorder,
+    recorder: EventRecorder,
     peers: Api<BGPPeer>,
     namespace: String,
     layer2: Objects<Layer2Kind>,
@@ -778,7 +778,7 @@ impl StatusWriter {
         node: &str,
         owner: Option<PodOwner>,
     ) -> StatusWriter {
-        let recorder = Recorder::new(
+        let recorder = EventRecorder::new(
             client.clone(),
             Reporter {
                 controller: MANAGER.to_string(),

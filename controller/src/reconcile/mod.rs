@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ferrolb_crds::config::Config;
+use ferrolb_crds::events::{Event, EventRecorder, EventType, Reporter};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -48,7 +48,7 @@ const EVENTS_IN_FLIGHT: usize = 8;
 
 /// Sends the queued Events, a few at a time, for as long as the leadership session lasts.
 async fn publish_events(
-    recorder: Recorder,
+    recorder: EventRecorder,
     mut queue: tokio::sync::mpsc::Receiver<(Event, ObjectReference)>,
 ) {
     let queued = futures::stream::poll_fn(move |cx| queue.poll_recv(cx));
@@ -380,7 +380,7 @@ async fn lead(
     let (stores, config_changes) = config::watch(&client, &options);
     let (retrigger, retrigger_rx) = futures::channel::mpsc::unbounded();
     let (events, queued_events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let recorder = Recorder::new(
+    let recorder = EventRecorder::new(
         write.clone(),
         Reporter {
             controller: CONTROLLER_NAME.to_string(),

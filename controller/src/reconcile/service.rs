@@ -99,6 +99,17 @@ fn ips_text(ips: &[IpAddr]) -> String {
         .join(", ")
 }
 
+/// The `IPAllocated` Event's message. A Service that held other addresses (its pool was
+/// narrowed or deleted under it, or its request changed) is told which ones it lost: an address
+/// change breaks clients that cached the old one, so the Event must say it happened.
+fn allocated_message(ips: &[IpAddr], pool: &str, replaced: &[IpAddr]) -> String {
+    let mut message = format!("Assigned IP [{}] from pool {pool}", ips_text(ips));
+    if !replaced.is_empty() {
+        message.push_str(&format!(", replacing [{}]", ips_text(replaced)));
+    }
+    message
+}
+
 fn namespace_labels(ctx: &Context, namespace: &str) -> BTreeMap<String, String> {
     ctx.stores
         .namespaces
@@ -249,17 +260,13 @@ async fn reconcile_service(
                         pool: assignment.pool.clone(),
                     })
                     .inc();
-                info!(ips = %ips_text(&assignment.ips), pool = %assignment.pool, "assigned");
+                info!(ips = %ips_text(&assignment.ips), pool = %assignment.pool, replaced = %ips_text(&current), "assigned");
                 ctx.publish(
                     &reference,
                     EventType::Normal,
                     "IPAllocated",
                     "Allocate",
-                    format!(
-                        "Assigned IP [{}] from pool {}",
-                        ips_text(&assignment.ips),
-                        assignment.pool
-                    ),
+                    allocated_message(&assignment.ips, &assignment.pool, &current),
                 )
                 .await;
             }
@@ -377,4 +384,23 @@ pub async fn restore(ctx: Arc<Context>) {
         .await;
     }
     futures::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocated_event_names_the_addresses_it_replaces() {
+        let new: Vec<IpAddr> = vec!["192.0.2.9".parse().unwrap()];
+        let old: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        assert_eq!(
+            allocated_message(&new, "web", &[]),
+            "Assigned IP [192.0.2.9] from pool web"
+        );
+        assert_eq!(
+            allocated_message(&new, "web", &old),
+            "Assigned IP [192.0.2.9] from pool web, replacing [192.0.2.1, 2001:db8::1]"
+        );
+    }
 }
