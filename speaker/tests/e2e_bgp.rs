@@ -138,19 +138,6 @@ fn bgp_paths(router: &Router, prefix: &str) -> Result<(BTreeSet<IpAddr>, Value),
     Ok((hops, table))
 }
 
-/// The next hops of the route FRR selected for `prefix` (its RIB).
-fn rib_next_hops(router: &Router, prefix: &str) -> Result<BTreeSet<IpAddr>, String> {
-    let ip = if prefix.contains(':') { "ipv6" } else { "ip" };
-    let rib = vtysh_json(router, &format!("show {ip} route {prefix} json"))?;
-    let entries = rib[prefix].as_array().cloned().unwrap_or_default();
-    Ok(entries
-        .iter()
-        .filter(|e| e["protocol"] == "bgp" && e["selected"] == true)
-        .flat_map(|e| e["nexthops"].as_array().cloned().unwrap_or_default())
-        .filter_map(|h| h["ip"].as_str().and_then(|ip| ip.parse().ok()))
-        .collect())
-}
-
 fn node_hops(nodes: &[&str], v4: bool) -> BTreeSet<IpAddr> {
     nodes
         .iter()
@@ -250,7 +237,7 @@ fn e2e_bgp_every_node_advertises_to_frr() {
     wait_paths(&router, &p4, &NODES);
     wait_paths(&router, &p6, &NODES);
     let rib = eventually(&format!("FRR RIB: {p4} via 3 next hops"), || {
-        let hops = rib_next_hops(&router, &p4)?;
+        let hops = router.rib_next_hops(&p4)?;
         (hops == node_hops(&NODES, true))
             .then_some(hops.clone())
             .ok_or_else(|| format!("{hops:?}"))
@@ -794,7 +781,7 @@ fn e2e_bgp_bfd_with_frr() {
     let cut = Instant::now();
     lab.netlab().set_port("node3", false).unwrap();
     let gone = eventually("FRR RIB: node3's next hop gone", || {
-        let hops = rib_next_hops(&router, &p4)?;
+        let hops = router.rib_next_hops(&p4)?;
         (hops == node_hops(&NODES[..2], true))
             .then(|| cut.elapsed())
             .ok_or_else(|| format!("{hops:?}"))
@@ -1050,7 +1037,7 @@ spec: {myASN: 64513, peerASN: 64512, peerAddress: 198.51.100.1, ebgpMultiHop: tr
     let cut = Instant::now();
     lab.netlab().set_port("node1", false).unwrap();
     let gone = eventually("FRR RIB: node1's route gone", || {
-        let hops = rib_next_hops(&router, &p4)?;
+        let hops = router.rib_next_hops(&p4)?;
         hops.is_empty()
             .then(|| cut.elapsed())
             .ok_or_else(|| format!("{hops:?}"))

@@ -31,6 +31,13 @@ pub enum Injected {
     LinkDown { node: String },
     /// Start what was killed or stopped again (the lab's `up` starts what is not running).
     Stopped { what: String },
+    /// The controller leader, killed and kept down until `expect` (the standby leads) held;
+    /// started again like [`Injected::Stopped`].
+    LeaderStopped { what: String, expect: Expectation },
+    /// Start the lab router's FRR daemons again.
+    RouterStopped,
+    /// Nothing to undo (a BGP session reset).
+    Nothing,
     /// SIGCONT the frozen process.
     Frozen { pid: i32, what: String },
     /// Configuration changed: apply `restore` (YAML), then delete `created` (kubectl
@@ -115,7 +122,7 @@ fn blackhole_rules() -> String {
 
 /// Loads `rules` into each of `namespaces`. The namespaces are recorded in `applied` before
 /// each load, so a half-applied fault is removed too.
-fn load_rules(
+pub(super) fn load_rules(
     lab: &TestLab,
     rules: &str,
     namespaces: &[String],
@@ -149,14 +156,42 @@ pub enum Expectation {
     },
     /// The Service, as changed, is answered by a node allowed to.
     Answered(ServiceUnderTest),
+    /// The Service, its pool narrowed under it, holds new addresses from `ranges` (none of
+    /// `from`), answered, and an `IPAllocated` Event on it names the ones it lost (the
+    /// exception to invariant 1 the issue allows).
+    Reassigned {
+        service: ServiceUnderTest,
+        uid: String,
+        ranges: Vec<String>,
+    },
+    /// The Lease is held by another replica than `from` within `within` (the standby took
+    /// over from the killed leader).
+    LeaseTakenOver { from: String, within: Duration },
     /// Nothing to check.
     Nothing,
+}
+
+impl Injected {
+    /// What the lab must show while the fault is in force, if anything.
+    pub fn expectation(&self) -> Option<&Expectation> {
+        match self {
+            Injected::Changed { expect, .. } | Injected::LeaderStopped { expect, .. } => {
+                Some(expect)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The second pool of [`FaultKind::PoolAdded`] (beside l2probe's 192.0.2.240/28) and the
 /// overlapping one of [`FaultKind::ConfigInvalid`].
 const EXTRA_POOL: [&str; 2] = ["192.0.2.224/29", "2001:db8:2::220/125"];
 const OVERLAPPING_POOL: &str = "192.0.2.248/29";
+/// The pool [`FaultKind::PoolNarrowed`] creates and then narrows.
+const NARROWED_POOL: [&str; 2] = ["192.0.2.208/29", "2001:db8:2::208/125"];
+/// How long a standby may take to take an expired Lease: the lab's Lease (15 s, the
+/// manifest's default), the Lease manager's grace (5 s) and a margin.
+const STANDBY_TAKES_OVER: Duration = Duration::from_secs(25);
 
 /// `kubectl apply` of `yaml`, through a file in the run directory.
 fn apply(lab: &TestLab, name: &str, yaml: &str) -> anyhow::Result<()> {
@@ -168,9 +203,8 @@ fn apply(lab: &TestLab, name: &str, yaml: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The process name of the controller replica that holds the Lease (the first replica when
-/// none does, e.g. with one replica before it took the Lease).
-fn leader(lab: &TestLab) -> anyhow::Result<String> {
+/// The controller's Lease holder identity (empty when none).
+pub fn lease_holder(lab: &TestLab) -> anyhow::Result<String> {
     let holder = lab.control_plane().kubectl_output([
         "get",
         "lease",
@@ -181,11 +215,56 @@ fn leader(lab: &TestLab) -> anyhow::Result<String> {
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ])?;
+    Ok(holder.trim().to_string())
+}
+
+/// The process name and pod name of the controller replica that holds the Lease (the first
+/// replica when none does, e.g. with one replica before it took the Lease).
+fn leader(lab: &TestLab) -> anyhow::Result<(String, String)> {
+    let holder = lease_holder(lab)?;
     let replicas = lab.lab().controller_replicas.max(1);
     let replica = (0..replicas)
-        .find(|r| crate::lab::controller_pod_name(*r) == holder.trim())
+        .find(|r| crate::lab::controller_pod_name(*r) == holder)
         .unwrap_or(0);
-    Ok(crate::lab::controller_process_name(replica))
+    Ok((
+        crate::lab::controller_process_name(replica),
+        crate::lab::controller_pod_name(replica),
+    ))
+}
+
+/// Every address of `range` but `taken`, as one-address CIDRs (a range is at most a few
+/// dozen addresses here).
+fn all_but(range: &str, taken: &[std::net::IpAddr]) -> anyhow::Result<Vec<String>> {
+    let net: ipnet::IpNet = range.parse()?;
+    Ok(net
+        .hosts()
+        .chain([net.network(), net.broadcast()])
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|ip| !taken.contains(ip))
+        .map(|ip| ipnet::IpNet::from(ip).to_string())
+        .collect())
+}
+
+/// The Service's two addresses, once it has them (waits up to `within`).
+fn service_ips_after(
+    lab: &TestLab,
+    service: &str,
+    within: Duration,
+) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let probe = crate::l2probe::L2Probe::new(lab);
+    let deadline = Instant::now() + within;
+    loop {
+        let ips = probe.ingress_ips(service);
+        if ips.len() == 2 {
+            return Ok(ips);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "default/{service} holds {ips:?} after {within:?}, not two addresses"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The first ETP Local Service of the run (the one a churn fault changes).
@@ -239,11 +318,29 @@ pub fn inject(
             }
         }
         FaultKind::ControllerKill => {
-            let what = leader(lab)?;
+            let (what, _) = leader(lab)?;
             let pid = pid_of(lab, &what)?;
             signal(pid, libc::SIGKILL)?;
             wait_gone(pid, Duration::from_secs(5))?;
             Injected::Stopped { what }
+        }
+        FaultKind::ControllerFailover => {
+            let (what, pod) = leader(lab)?;
+            let pid = pid_of(lab, &what)?;
+            signal(pid, libc::SIGKILL)?;
+            wait_gone(pid, Duration::from_secs(5))?;
+            let expect = if lab.lab().controller_replicas >= 2 {
+                Expectation::LeaseTakenOver {
+                    from: pod,
+                    within: STANDBY_TAKES_OVER,
+                }
+            } else {
+                Expectation::Nothing
+            };
+            Injected::LeaderStopped { what, expect }
+        }
+        FaultKind::RouterRestart | FaultKind::BgpSessionReset | FaultKind::BfdLoss => {
+            super::bgp::inject(lab, kind, nodes)?
         }
         FaultKind::MembershipPartition => {
             let topology = &lab.netlab().topology;
@@ -309,15 +406,9 @@ pub fn inject(
                     .map(|n| n.name.clone())
                     .collect(),
                 shared: false,
+                pool: Some("chaos-extra"),
             };
-            let service = shape.yaml().replacen(
-                "  namespace: default\n",
-                &format!(
-                    "  namespace: default\n  annotations: {{{}: chaos-extra}}\n",
-                    ferrolb_crds::annotations::ADDRESS_POOL
-                ),
-                1,
-            );
+            let service = shape.yaml();
             let yaml = format!(
                 "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: chaos-extra, \
                  namespace: {FERROLB_NAMESPACE}}}\nspec:\n  addresses: [\"{}\", \"{}\"]\n---\n\
@@ -345,6 +436,78 @@ pub fn inject(
                         shape,
                     },
                     ranges: EXTRA_POOL,
+                },
+            }
+        }
+        FaultKind::PoolNarrowed => {
+            let shape = ServiceShape {
+                name: "chaos-narrow".to_string(),
+                port: 78,
+                local: false,
+                endpoints: lab
+                    .netlab()
+                    .topology
+                    .nodes()
+                    .map(|n| n.name.clone())
+                    .collect(),
+                shared: false,
+                pool: Some("chaos-narrow"),
+            };
+            let pool = |addresses: &[String]| {
+                format!(
+                    "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: \
+                     chaos-narrow, namespace: {FERROLB_NAMESPACE}}}\nspec:\n  addresses: [{}]\n",
+                    addresses
+                        .iter()
+                        .map(|a| format!("\"{a}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let yaml = format!(
+                "{}---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: \
+                 chaos-narrow, namespace: {FERROLB_NAMESPACE}}}\nspec:\n  ipAddressPools: \
+                 [chaos-narrow]\n{}",
+                pool(&NARROWED_POOL.map(String::from)),
+                shape.yaml()
+            );
+            let created = vec![
+                ("service/chaos-narrow".to_string(), "default"),
+                ("endpointslice/chaos-narrow-chaos".to_string(), "default"),
+                (
+                    "l2advertisement/chaos-narrow".to_string(),
+                    FERROLB_NAMESPACE,
+                ),
+                ("ipaddresspool/chaos-narrow".to_string(), FERROLB_NAMESPACE),
+            ];
+            apply(lab, "pool-narrowed", &yaml)?;
+            let before = service_ips_after(lab, &shape.name, Duration::from_secs(10))?;
+            let uid = lab.control_plane().kubectl_output([
+                "get",
+                "service",
+                "-n",
+                "default",
+                &shape.name,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ])?;
+            let mut narrowed = Vec::new();
+            for range in NARROWED_POOL {
+                narrowed.extend(all_but(range, &before)?);
+            }
+            apply(lab, "pool-narrowed-to", &pool(&narrowed))?;
+            Injected::Changed {
+                restore: String::new(),
+                created,
+                expect: Expectation::Reassigned {
+                    service: ServiceUnderTest {
+                        name: shape.name.clone(),
+                        endpoint_nodes: None,
+                        ips: before,
+                        shape,
+                    },
+                    uid: uid.trim().to_string(),
+                    ranges: narrowed,
                 },
             }
         }
@@ -450,11 +613,11 @@ fn blackholed_from(namespaces: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-const INET: &str = "inet";
+pub(super) const INET: &str = "inet";
 const NETDEV: &str = "netdev";
 
 /// Deletes the table from each namespace; a table that is not there is not an error.
-fn heal_filter(family: &str, table: &str, namespaces: &[String]) {
+pub(super) fn heal_filter(family: &str, table: &str, namespaces: &[String]) {
     for ns in namespaces {
         let _ = netns::exec(ns, "nft")
             .args(["delete", "table", family, table])
@@ -466,9 +629,11 @@ fn heal_filter(family: &str, table: &str, namespaces: &[String]) {
 pub fn heal(lab: &mut TestLab, injected: &Injected) -> anyhow::Result<()> {
     match injected {
         Injected::LinkDown { node } => lab.netlab().set_port(node, true)?,
-        Injected::Stopped { what } => lab
+        Injected::Stopped { what } | Injected::LeaderStopped { what, .. } => lab
             .up_again()
             .with_context(|| format!("starting {what} again"))?,
+        Injected::RouterStopped => lab.netlab().router().start()?,
+        Injected::Nothing => {}
         Injected::Frozen { pid, .. } => signal(*pid, libc::SIGCONT)?,
         Injected::Filtered {
             family,
@@ -501,6 +666,19 @@ pub fn heal(lab: &mut TestLab, injected: &Injected) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_narrowed_range_is_every_other_address() {
+        let taken: Vec<std::net::IpAddr> = vec!["192.0.2.209".parse().unwrap()];
+        let rest = all_but("192.0.2.208/29", &taken).unwrap();
+        assert_eq!(rest.len(), 7, "{rest:?}");
+        assert!(rest.contains(&"192.0.2.208/32".to_string()), "{rest:?}");
+        assert!(rest.contains(&"192.0.2.215/32".to_string()), "{rest:?}");
+        assert!(!rest.contains(&"192.0.2.209/32".to_string()), "{rest:?}");
+        let v6 = all_but("2001:db8:2::208/125", &[]).unwrap();
+        assert_eq!(v6.len(), 8, "{v6:?}");
+        assert!(v6.contains(&"2001:db8:2::20f/128".to_string()), "{v6:?}");
+    }
 
     #[test]
     fn partition_rules_drop_only_the_membership_port_from_the_others() {

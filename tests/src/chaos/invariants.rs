@@ -184,6 +184,92 @@ pub fn changed_as_told(
             }
             std::thread::sleep(Duration::from_millis(250));
         },
+        Expectation::LeaseTakenOver { from, within } => {
+            let deadline = Instant::now() + *within;
+            loop {
+                let holder = super::faults::lease_holder(probe.lab()).unwrap_or_default();
+                if !holder.is_empty() && holder != *from {
+                    return Vec::new();
+                }
+                if Instant::now() >= deadline {
+                    return vec![Violation {
+                        invariant: 5,
+                        what: format!(
+                            "the controller leader {from} was killed, and {within:?} later the \
+                             Lease is held by {holder:?}: the standby did not take over"
+                        ),
+                    }];
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        Expectation::Reassigned {
+            service,
+            uid,
+            ranges,
+        } => {
+            let nets: Vec<ipnet::IpNet> = ranges.iter().filter_map(|r| r.parse().ok()).collect();
+            let fits = |ips: &[IpAddr]| {
+                ips.len() == 2
+                    && ips
+                        .iter()
+                        .all(|ip| nets.iter().any(|n| n.contains(ip)) && !service.ips.contains(ip))
+            };
+            let ips = loop {
+                let ips = probe.ingress_ips(&service.name);
+                if fits(&ips) || Instant::now() >= deadline {
+                    break ips;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            if !fits(&ips) {
+                return vec![Violation {
+                    invariant: 1,
+                    what: format!(
+                        "default/{}'s pool was narrowed to leave out {:?}, and it holds {ips:?} \
+                         after {settle:?}, not two addresses of the narrowed pool",
+                        service.name, service.ips
+                    ),
+                }];
+            }
+            // The Event that tells the user, naming what was lost.
+            let lost = service.ips[0].to_string();
+            let told = loop {
+                let messages = probe.kubectl(&[
+                    "get",
+                    "events",
+                    "-n",
+                    "default",
+                    "--field-selector",
+                    &format!("involvedObject.uid={uid},reason=IPAllocated"),
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ]);
+                if messages.contains(&format!("replacing [{lost}")) {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            if !told {
+                return vec![Violation {
+                    invariant: 1,
+                    what: format!(
+                        "default/{} moved from {:?} to {ips:?} without an IPAllocated Event \
+                         naming {lost}",
+                        service.name, service.ips
+                    ),
+                }];
+            }
+            let reassigned = ServiceUnderTest {
+                ips,
+                ..service.clone()
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            single_eligible_answerer(probe, std::slice::from_ref(&reassigned), left).1
+        }
         Expectation::AssignedFrom { service, ranges } => {
             let ranges: Vec<ipnet::IpNet> = ranges.iter().filter_map(|r| r.parse().ok()).collect();
             let ips = loop {

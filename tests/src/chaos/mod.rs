@@ -4,6 +4,8 @@
 //! * [`schedule`]: the seeded fault schedule (pure; one seed replays one run).
 //! * [`faults`]: injecting a fault into the lab and undoing it.
 //! * [`invariants`]: what must never happen, checked between faults.
+//! * [`bgp`]: the BGP Services, the faults aimed at the router and its sessions, and the
+//!   invariant "the router has exactly the eligible next hops".
 //!
 //! The run: a lab of `nodes` nodes with the real controller and speakers, `services` layer2
 //! Services (dual-stack; some ETP Local with endpoints on a subset of nodes; two sharing one
@@ -11,10 +13,10 @@
 //! how long until an address of the faulted node answers again (the recovery time), hold, heal,
 //! wait for the lab to settle, check the invariants. A violation prints the seed, the schedule so
 //! far, the logs and the command line that replays it; the run goes on, and the report lists
-//! them all. BGP faults (router restart, session reset, BFD loss) and the invariant "the router
-//! has exactly the eligible next hops" belong in their own module beside these, with a
-//! [`schedule::FaultKind`] each.
+//! them all. A new family of faults is a module like [`bgp`]: its Services, its
+//! [`schedule::FaultKind`]s, their injection, and its invariant, called from the loop below.
 
+pub mod bgp;
 pub mod faults;
 pub mod invariants;
 pub mod schedule;
@@ -89,6 +91,9 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 /// How long a configuration change may take to show: the controller's and the speakers'
 /// reaction, and a round of ARP/NDP asks (2 s).
 const CHANGE_TAKES_EFFECT: Duration = Duration::from_secs(10);
+/// How long BGP may take to converge after a heal: a node whose sessions keep failing backs
+/// off its reconnects up to 60 s (1 s, doubling, until a session stays up for 60 s).
+const BGP_SETTLE: Duration = Duration::from_secs(75);
 /// How often the recovery probe asks.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 
@@ -97,8 +102,10 @@ const PROBE_EVERY: Duration = Duration::from_millis(50);
 pub struct FaultRecord {
     pub step: Step,
     pub nodes: Vec<String>,
-    /// From the injection until an address the faulted node answered for answered again (from
-    /// any node), on the wire; `None` when the fault hit no node that answered.
+    /// For a layer2 fault, from the injection until an address the faulted node answered for
+    /// answered again (from any node), on the wire; `None` when the fault hit no node that
+    /// answered. For a BGP fault, at the router: see [`bgp::while_in_force`] and
+    /// [`RECOVERY_MEANS`].
     pub recovery: Option<Duration>,
     /// During a partition: how long two MACs were seen answering for one address (first to
     /// last sighting). By design today, without fencing; reported, not a violation.
@@ -138,6 +145,8 @@ pub struct ServiceShape {
     pub endpoints: Vec<String>,
     /// Shares one IPv4 and one IPv6 address with the other shared ones.
     pub shared: bool,
+    /// Asks for this pool (the `ferrolb.io/address-pool` annotation).
+    pub pool: Option<&'static str>,
 }
 
 impl ServiceShape {
@@ -157,6 +166,7 @@ impl ServiceShape {
             local,
             endpoints,
             shared: count >= 3 && index >= shared_from,
+            pool: None,
         }
     }
 
@@ -164,11 +174,21 @@ impl ServiceShape {
     pub fn yaml(&self) -> String {
         let name = &self.name;
         let port = self.port;
-        let sharing = if self.shared {
-            "  annotations:\n    ferrolb.io/allow-shared-ip: chaos-shared\n    \
-             ferrolb.io/loadBalancerIPs: 192.0.2.254,2001:db8:2::24e\n"
+        let mut annotations = Vec::new();
+        if self.shared {
+            annotations.push("ferrolb.io/allow-shared-ip: chaos-shared".to_string());
+            annotations.push("ferrolb.io/loadBalancerIPs: 192.0.2.254,2001:db8:2::24e".to_string());
+        }
+        if let Some(pool) = self.pool {
+            annotations.push(format!(
+                "{}: {pool}",
+                ferrolb_crds::annotations::ADDRESS_POOL
+            ));
+        }
+        let sharing = if annotations.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("  annotations:\n    {}\n", annotations.join("\n    "))
         };
         let policy = if self.local { "Local" } else { "Cluster" };
         let mut yaml = format!(
@@ -334,7 +354,11 @@ fn print_violation(
 /// Proves, on the live lab, that the checks can fail: a Service said to hold other addresses,
 /// and one allowed on no node, must both be reported. A check that cannot fail would make a
 /// clean report worthless.
-fn canaries(probe: &L2Probe<'_>, services: &[ServiceUnderTest]) -> anyhow::Result<()> {
+fn canaries(
+    probe: &L2Probe<'_>,
+    services: &[ServiceUnderTest],
+    bgp_services: &[ServiceUnderTest],
+) -> anyhow::Result<()> {
     let Some(first) = services.first() else {
         return Ok(());
     };
@@ -351,6 +375,17 @@ fn canaries(probe: &L2Probe<'_>, services: &[ServiceUnderTest]) -> anyhow::Resul
         found.len() == 2,
         "canary: invariant 2 missed an answer from a node without an endpoint: {found:?}"
     );
+    if let Some(first) = bgp_services.first() {
+        let mut fewer = first.clone();
+        fewer.endpoint_nodes = Some(fewer.shape.endpoints.iter().take(1).cloned().collect());
+        let (_, found) =
+            bgp::router_has_the_eligible_next_hops(probe.lab(), &[fewer], Duration::ZERO);
+        anyhow::ensure!(
+            !found.is_empty(),
+            "canary: invariant {} missed next hops the router must not have",
+            bgp::INVARIANT
+        );
+    }
     Ok(())
 }
 
@@ -371,12 +406,14 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
         .chain(nodes.iter().map(|n| format!("speaker-{n}")))
         .collect();
     let (yaml, mut services) = services_manifest(options.services, &nodes);
+    let (bgp_yaml, mut bgp_services) = bgp::manifest(&nodes);
     {
         let probe = L2Probe::new(&lab);
         probe.wait_for_membership_secret();
         probe.wait_for_members(options.nodes as u64, Duration::from_secs(60));
         probe.apply("chaos-services", &yaml);
-        for service in &mut services {
+        probe.apply("chaos-bgp", &bgp_yaml);
+        for service in services.iter_mut().chain(&mut bgp_services) {
             let (v4, v6) = probe.service_ips(&service.name, l2probe::ASSIGN_TIMEOUT);
             service.ips = vec![IpAddr::V4(v4), IpAddr::V6(v6)];
         }
@@ -391,9 +428,15 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             violations.is_empty(),
             "the lab never settled before the first fault: {violations:?}"
         );
+        let (_, bgp_violations) =
+            bgp::router_has_the_eligible_next_hops(&lab, &bgp_services, BGP_SETTLE);
+        anyhow::ensure!(
+            bgp_violations.is_empty(),
+            "BGP never converged before the first fault: {bgp_violations:?}"
+        );
         owners
     };
-    canaries(&L2Probe::new(&lab), &services)?;
+    canaries(&L2Probe::new(&lab), &services, &bgp_services)?;
     report.samples.extend(
         invariants::sample_processes(&lab, &processes)
             .into_iter()
@@ -458,19 +501,47 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
         });
         let dual_answerers = dual_answerers.flatten();
         // A configuration change must have taken effect before it is undone.
-        let mut violations = match &injected {
-            faults::Injected::Changed { expect, .. } => {
+        let mut violations = match injected.expectation() {
+            Some(expect) => {
                 report.checks += 1;
-                invariants::changed_as_told(&L2Probe::new(&lab), expect, CHANGE_TAKES_EFFECT)
+                let found =
+                    invariants::changed_as_told(&L2Probe::new(&lab), expect, CHANGE_TAKES_EFFECT);
+                // The check returns as soon as the standby holds the Lease.
+                if step.kind == FaultKind::ControllerFailover && found.is_empty() {
+                    recovery = Some(injected_at.elapsed());
+                }
+                found
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
+        if step.kind.is_bgp() {
+            let (at_router, found) = bgp::while_in_force(
+                &lab,
+                step.kind,
+                &faulted,
+                &bgp_services,
+                injected_at,
+                injected_at + step.hold,
+            );
+            recovery = recovery.or(at_router);
+            violations.extend(found);
+            report.checks += 1;
+        }
         let held = injected_at.elapsed();
         if held < step.hold {
             std::thread::sleep(step.hold - held);
         }
         faults::heal(&mut lab, &injected)
             .with_context(|| format!("healing {} on {faulted:?}", step.kind))?;
+        // A restarted router's recovery is measured from its restart, before the other checks.
+        let mut bgp_checked = false;
+        if step.kind == FaultKind::RouterRestart {
+            let (converged, found) =
+                bgp::router_has_the_eligible_next_hops(&lab, &bgp_services, BGP_SETTLE);
+            recovery = converged;
+            violations.extend(found);
+            bgp_checked = true;
+        }
         if let (None, Some(ip)) = (recovery, watched) {
             recovery = first_answer(
                 &L2Probe::new(&lab),
@@ -494,8 +565,13 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
             options.client_follows_within,
         ));
         violations.extend(invariants::addresses_kept(&probe, &services));
+        violations.extend(invariants::addresses_kept(&probe, &bgp_services));
         violations.extend(invariants::nothing_crashed(&lab, &processes));
-        report.checks += 4;
+        if !bgp_checked {
+            violations
+                .extend(bgp::router_has_the_eligible_next_hops(&lab, &bgp_services, BGP_SETTLE).1);
+        }
+        report.checks += 5;
         owners = now_owners;
         let at = started.elapsed().as_secs_f64();
         report.samples.extend(
@@ -579,6 +655,7 @@ pub fn render(options: &ChaosOptions, report: &Report) -> String {
         )
         .ok();
     }
+    text.push_str(RECOVERY_MEANS);
     let windows: Vec<String> = report
         .faults
         .iter()
@@ -683,6 +760,15 @@ fn write_report(options: &ChaosOptions, report: &Report) -> anyhow::Result<PathB
     Ok(path)
 }
 
+/// What the recovery column measures, per kind of fault (in the report, after the table).
+pub const RECOVERY_MEANS: &str = "\nRecovery, for a layer2 fault: from the injection until an \
+     address the faulted node answered for answers again, on the wire (ARP from the client every \
+     50 ms). For BGP faults, at the router (its RIB read every 100 ms): `bfd-loss`, from the \
+     injection until the node's next hops are gone; `bgp-session-reset`, from the reset until \
+     they are back; `router-restart`, from the restart until every eligible next hop is back. \
+     `controller-failover`: from the leader's kill until the standby holds the Lease (read every \
+     250 ms).\n";
+
 /// The report's plot, beside `report.md`.
 pub const RECOVERY_PLOT: &str = "recovery.png";
 
@@ -711,7 +797,7 @@ fn plot_recovery(
             "Recovery after a fault, on the wire (seed {}, {} min)",
             options.seed, options.minutes
         ),
-        "injection to first ARP answer (ms)",
+        "recovery (ms; layer2: to the first ARP answer)",
         &groups,
     )
 }

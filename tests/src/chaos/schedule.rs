@@ -19,8 +19,12 @@ pub enum FaultKind {
     SpeakerFreeze,
     /// kube-apiserver frozen with SIGSTOP, then SIGCONT.
     ApiServerFreeze,
-    /// The controller SIGKILLed, then started again.
+    /// The controller leader SIGKILLed, then started again (within the Lease: it takes its
+    /// Lease back).
     ControllerKill,
+    /// The controller leader SIGKILLed and kept down past its Lease, so that the standby
+    /// takes over; then started again (as the standby).
+    ControllerFailover,
     /// The membership port (UDP 7946) dropped between two groups of nodes (nftables).
     MembershipPartition,
     /// A share of every frame dropped on a node's port, both ways, ARP and NDP included
@@ -34,27 +38,42 @@ pub enum FaultKind {
     ConfigInvalid,
     /// A second pool, its L2Advertisement and a Service from it created, then deleted.
     PoolAdded,
+    /// A pool of its own with a Service from it, then the pool narrowed to exclude the
+    /// Service's addresses: it must get new ones, with an Event naming the old. Then deleted.
+    PoolNarrowed,
     /// An ETP Local Service switched to Cluster, then back.
     EtpSwitch,
     /// An ETP Local Service's endpoints moved to other nodes, then back.
     EndpointsMove,
+    /// The lab router's FRR daemons stopped, then started again (see [`super::bgp`]).
+    RouterRestart,
+    /// The router resets its BGP sessions with one node (`clear bgp <address>`).
+    BgpSessionReset,
+    /// BFD between the router and one node dropped both ways (nftables on the router), so
+    /// BFD takes the node's sessions down; then let through again.
+    BfdLoss,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::LinkDown,
         FaultKind::SpeakerKill,
         FaultKind::SpeakerTerm,
         FaultKind::SpeakerFreeze,
         FaultKind::ApiServerFreeze,
         FaultKind::ControllerKill,
+        FaultKind::ControllerFailover,
         FaultKind::MembershipPartition,
         FaultKind::PacketLoss,
         FaultKind::ApiServerBlackhole,
         FaultKind::ConfigInvalid,
         FaultKind::PoolAdded,
+        FaultKind::PoolNarrowed,
         FaultKind::EtpSwitch,
         FaultKind::EndpointsMove,
+        FaultKind::RouterRestart,
+        FaultKind::BgpSessionReset,
+        FaultKind::BfdLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,13 +84,18 @@ impl FaultKind {
             FaultKind::SpeakerFreeze => "speaker-freeze",
             FaultKind::ApiServerFreeze => "apiserver-freeze",
             FaultKind::ControllerKill => "controller-kill",
+            FaultKind::ControllerFailover => "controller-failover",
             FaultKind::MembershipPartition => "membership-partition",
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::ApiServerBlackhole => "apiserver-blackhole",
             FaultKind::ConfigInvalid => "config-invalid",
             FaultKind::PoolAdded => "pool-added",
+            FaultKind::PoolNarrowed => "pool-narrowed",
             FaultKind::EtpSwitch => "etp-switch",
             FaultKind::EndpointsMove => "endpoints-move",
+            FaultKind::RouterRestart => "router-restart",
+            FaultKind::BgpSessionReset => "bgp-session-reset",
+            FaultKind::BfdLoss => "bfd-loss",
         }
     }
 
@@ -87,6 +111,14 @@ impl FaultKind {
         )
     }
 
+    /// Whether the fault is aimed at BGP (the router or its sessions; see [`super::bgp`]).
+    pub fn is_bgp(self) -> bool {
+        matches!(
+            self,
+            FaultKind::RouterRestart | FaultKind::BgpSessionReset | FaultKind::BfdLoss
+        )
+    }
+
     /// How long the fault is held, at most (a draw picks within it).
     fn hold_range(self) -> (Duration, Duration) {
         let ms = Duration::from_millis;
@@ -98,6 +130,8 @@ impl FaultKind {
             FaultKind::SpeakerFreeze => (ms(100), ms(5_000)),
             FaultKind::ApiServerFreeze => (ms(1_000), ms(10_000)),
             FaultKind::ControllerKill => (ms(500), ms(3_000)),
+            // Past the Lease (the lab's 15 s, the manifest's default) and the standby's retry.
+            FaultKind::ControllerFailover => (ms(20_000), ms(25_000)),
             FaultKind::MembershipPartition => (ms(2_000), ms(8_000)),
             FaultKind::PacketLoss => (ms(2_000), ms(10_000)),
             // Past the speakers' API timeouts, so their watches must reconnect.
@@ -105,8 +139,15 @@ impl FaultKind {
             // Long enough for the controller and the speakers to act on the change.
             FaultKind::ConfigInvalid
             | FaultKind::PoolAdded
+            | FaultKind::PoolNarrowed
             | FaultKind::EtpSwitch
             | FaultKind::EndpointsMove => (ms(2_000), ms(8_000)),
+            // Longer than the speakers' first reconnect delays (1 s, doubling).
+            FaultKind::RouterRestart => (ms(1_000), ms(5_000)),
+            // The reset is a moment; the hold is the rest before the heal (a no-op).
+            FaultKind::BgpSessionReset => (ms(500), ms(2_000)),
+            // Longer than BFD's detection (300 ms) so the sessions go down.
+            FaultKind::BfdLoss => (ms(1_000), ms(6_000)),
         }
     }
 }
@@ -202,12 +243,17 @@ pub fn schedule(
             let target = match kind {
                 FaultKind::ApiServerFreeze
                 | FaultKind::ControllerKill
+                | FaultKind::ControllerFailover
                 | FaultKind::ApiServerBlackhole
                 | FaultKind::ConfigInvalid
                 | FaultKind::PoolAdded
+                | FaultKind::PoolNarrowed
                 | FaultKind::EtpSwitch
-                | FaultKind::EndpointsMove => Target::Cluster,
+                | FaultKind::EndpointsMove
+                | FaultKind::RouterRestart => Target::Cluster,
                 FaultKind::MembershipPartition => Target::Split(1 + rng.below(nodes.max(2) - 1)),
+                // BGP is announced from every eligible node: any node will do.
+                FaultKind::BgpSessionReset | FaultKind::BfdLoss => Target::Node(rng.below(nodes)),
                 // Mostly at an owner (a failover), sometimes at any node.
                 _ if rng.below(4) == 0 => Target::Node(rng.below(nodes)),
                 _ => Target::OwnerOf(rng.below(services)),

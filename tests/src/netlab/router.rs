@@ -274,6 +274,23 @@ impl Router {
         serde_json::from_str(&out).map_err(|e| format!("{command}: {e}: {out}"))
     }
 
+    /// The next hops of the BGP route zebra selected for `prefix` (`show ip[v6] route <prefix>
+    /// json`; several with ECMP). Empty when there is none.
+    pub fn rib_next_hops(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<std::net::IpAddr>, String> {
+        let ip = if prefix.contains(':') { "ipv6" } else { "ip" };
+        let rib = self.vtysh_json(&format!("show {ip} route {prefix} json"))?;
+        let entries = rib[prefix].as_array().cloned().unwrap_or_default();
+        Ok(entries
+            .iter()
+            .filter(|e| e["protocol"] == "bgp" && e["selected"] == true)
+            .flat_map(|e| e["nexthops"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| h["ip"].as_str().and_then(|ip| ip.parse().ok()))
+            .collect())
+    }
+
     /// Removes FRR's socket directory for this pathspace (the daemons must be stopped).
     pub fn remove_state_dir(&self) {
         if let Some(link) = &self.run_dir_link {
