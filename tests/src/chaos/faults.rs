@@ -164,6 +164,13 @@ pub enum Expectation {
         uid: String,
         ranges: Vec<String>,
     },
+    /// The pool's status shows at least `available_ipv4` free IPv4 addresses (the controller
+    /// took the wider pool in), and then every one of `services` holds its addresses.
+    Widened {
+        pool: String,
+        available_ipv4: i64,
+        services: Vec<ServiceUnderTest>,
+    },
     /// The Lease is held by another replica than `from` within `within` (the standby took
     /// over from the killed leader).
     LeaseTakenOver { from: String, within: Duration },
@@ -187,6 +194,8 @@ impl Injected {
 /// overlapping one of [`FaultKind::ConfigInvalid`].
 const EXTRA_POOL: [&str; 2] = ["192.0.2.224/29", "2001:db8:2::220/125"];
 const OVERLAPPING_POOL: &str = "192.0.2.248/29";
+/// The ranges [`FaultKind::PoolWidened`] adds to the run's pool.
+const WIDENED_BY: [&str; 2] = ["192.0.2.216/29", "2001:db8:2::230/125"];
 /// The pool [`FaultKind::PoolNarrowed`] creates and then narrows.
 const NARROWED_POOL: [&str; 2] = ["192.0.2.208/29", "2001:db8:2::208/125"];
 /// How long a standby may take to take an expired Lease: the lab's Lease (15 s, the
@@ -201,6 +210,20 @@ fn apply(lab: &TestLab, name: &str, yaml: &str) -> anyhow::Result<()> {
         .kubectl_output(["apply".as_ref(), "-f".as_ref(), path.as_os_str()])
         .with_context(|| format!("kubectl apply -f {}", path.display()))?;
     Ok(())
+}
+
+/// A pool's `status.availableIPv4` (0 when it has no status yet).
+pub fn available_ipv4(lab: &TestLab, pool: &str) -> anyhow::Result<i64> {
+    let text = lab.control_plane().kubectl_output([
+        "get",
+        "ipaddresspool",
+        pool,
+        "-n",
+        FERROLB_NAMESPACE,
+        "-o",
+        "jsonpath={.status.availableIPv4}",
+    ])?;
+    Ok(text.trim().parse().unwrap_or(0))
 }
 
 /// The controller's Lease holder identity (empty when none).
@@ -265,6 +288,34 @@ fn service_ips_after(
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A churn fault's own ETP Cluster Service, with endpoints on every node, asking for `pool`.
+fn pooled_service(lab: &TestLab, name: &str, port: usize, pool: &'static str) -> ServiceShape {
+    ServiceShape {
+        name: name.to_string(),
+        port,
+        local: false,
+        endpoints: lab
+            .netlab()
+            .topology
+            .nodes()
+            .map(|n| n.name.clone())
+            .collect(),
+        shared: false,
+        pool: Some(pool),
+    }
+}
+
+/// What a churn fault with its own pool (and L2Advertisement of that name) created, in the
+/// order the heal deletes it: the Service first, so no Service is left without a pool.
+fn created_with_pool(service: &ServiceShape, pool: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (format!("service/{}", service.name), "default"),
+        (format!("endpointslice/{}-chaos", service.name), "default"),
+        (format!("l2advertisement/{pool}"), FERROLB_NAMESPACE),
+        (format!("ipaddresspool/{pool}"), FERROLB_NAMESPACE),
+    ]
 }
 
 /// The first ETP Local Service of the run (the one a churn fault changes).
@@ -395,19 +446,7 @@ pub fn inject(
             }
         }
         FaultKind::PoolAdded => {
-            let shape = ServiceShape {
-                name: "chaos-churn".to_string(),
-                port: 79,
-                local: false,
-                endpoints: lab
-                    .netlab()
-                    .topology
-                    .nodes()
-                    .map(|n| n.name.clone())
-                    .collect(),
-                shared: false,
-                pool: Some("chaos-extra"),
-            };
+            let shape = pooled_service(lab, "chaos-churn", 79, "chaos-extra");
             let service = shape.yaml();
             let yaml = format!(
                 "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: chaos-extra, \
@@ -417,13 +456,7 @@ pub fn inject(
                  [chaos-extra]\n{service}",
                 EXTRA_POOL[0], EXTRA_POOL[1]
             );
-            // Deleted in this order: the Service first, so no Service is left without a pool.
-            let created = vec![
-                ("service/chaos-churn".to_string(), "default"),
-                ("endpointslice/chaos-churn-chaos".to_string(), "default"),
-                ("l2advertisement/chaos-extra".to_string(), FERROLB_NAMESPACE),
-                ("ipaddresspool/chaos-extra".to_string(), FERROLB_NAMESPACE),
-            ];
+            let created = created_with_pool(&shape, "chaos-extra");
             apply(lab, "pool-added", &yaml)?;
             Injected::Changed {
                 restore: String::new(),
@@ -439,20 +472,25 @@ pub fn inject(
                 },
             }
         }
+        FaultKind::PoolWidened => {
+            use crate::l2probe::{POOL_V4, POOL_V6};
+            let before = available_ipv4(lab, super::RUN_POOL)?;
+            // The allocator skips a CIDR's network and broadcast addresses: its hosts.
+            let added = WIDENED_BY[0].parse::<ipnet::Ipv4Net>()?.hosts().count() as i64;
+            let widened = [POOL_V4, POOL_V6, WIDENED_BY[0], WIDENED_BY[1]];
+            apply(lab, "pool-widened", &super::run_pool(&widened))?;
+            Injected::Changed {
+                restore: super::run_pool(&[POOL_V4, POOL_V6]),
+                created: Vec::new(),
+                expect: Expectation::Widened {
+                    pool: super::RUN_POOL.to_string(),
+                    available_ipv4: before + added,
+                    services: services.to_vec(),
+                },
+            }
+        }
         FaultKind::PoolNarrowed => {
-            let shape = ServiceShape {
-                name: "chaos-narrow".to_string(),
-                port: 78,
-                local: false,
-                endpoints: lab
-                    .netlab()
-                    .topology
-                    .nodes()
-                    .map(|n| n.name.clone())
-                    .collect(),
-                shared: false,
-                pool: Some("chaos-narrow"),
-            };
+            let shape = pooled_service(lab, "chaos-narrow", 78, "chaos-narrow");
             let pool = |addresses: &[String]| {
                 format!(
                     "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: \
@@ -471,15 +509,7 @@ pub fn inject(
                 pool(&NARROWED_POOL.map(String::from)),
                 shape.yaml()
             );
-            let created = vec![
-                ("service/chaos-narrow".to_string(), "default"),
-                ("endpointslice/chaos-narrow-chaos".to_string(), "default"),
-                (
-                    "l2advertisement/chaos-narrow".to_string(),
-                    FERROLB_NAMESPACE,
-                ),
-                ("ipaddresspool/chaos-narrow".to_string(), FERROLB_NAMESPACE),
-            ];
+            let created = created_with_pool(&shape, "chaos-narrow");
             apply(lab, "pool-narrowed", &yaml)?;
             let before = service_ips_after(lab, &shape.name, Duration::from_secs(10))?;
             let uid = lab.control_plane().kubectl_output([

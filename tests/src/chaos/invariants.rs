@@ -184,6 +184,26 @@ pub fn changed_as_told(
             }
             std::thread::sleep(Duration::from_millis(250));
         },
+        Expectation::Widened {
+            pool,
+            available_ipv4,
+            services,
+        } => loop {
+            let now = super::faults::available_ipv4(probe.lab(), pool).unwrap_or(0);
+            if now >= *available_ipv4 {
+                return addresses_kept(probe, services);
+            }
+            if Instant::now() >= deadline {
+                return vec![Violation {
+                    invariant: 5,
+                    what: format!(
+                        "IPAddressPool {pool} was widened, and {settle:?} later its status shows \
+                         availableIPv4 {now}, not at least {available_ipv4}"
+                    ),
+                }];
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        },
         Expectation::LeaseTakenOver { from, within } => {
             let deadline = Instant::now() + *within;
             loop {

@@ -217,13 +217,10 @@ impl ServiceShape {
 /// The Services of a run, as YAML: a pool and an L2Advertisement, then `count` dual-stack
 /// Services with EndpointSlices ([`ServiceShape::nth`]).
 fn services_manifest(count: usize, nodes: &[String]) -> (String, Vec<ServiceUnderTest>) {
-    let mut yaml = format!(
-        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: chaos, namespace: \
-         ferrolb-system}}\nspec:\n  addresses: [\"{}\", \"{}\"]\n---\napiVersion: ferrolb.io/v1beta1\n\
-         kind: L2Advertisement\nmetadata: {{name: chaos, namespace: ferrolb-system}}\nspec:\n  \
-         ipAddressPools: [chaos]\n",
-        l2probe::POOL_V4,
-        l2probe::POOL_V6
+    let mut yaml = run_pool(&[l2probe::POOL_V4, l2probe::POOL_V6]);
+    yaml.push_str(
+        "---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: chaos, \
+         namespace: ferrolb-system}\nspec:\n  ipAddressPools: [chaos]\n",
     );
     let mut services = Vec::new();
     for index in 0..count {
@@ -240,6 +237,19 @@ fn services_manifest(count: usize, nodes: &[String]) -> (String, Vec<ServiceUnde
     }
     (yaml, services)
 }
+
+/// The run's pool, `chaos`, with these address ranges, as YAML.
+pub(crate) fn run_pool(ranges: &[&str]) -> String {
+    let ranges: Vec<String> = ranges.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {RUN_POOL}, \
+         namespace: ferrolb-system}}\nspec:\n  addresses: [{}]\n",
+        ranges.join(", ")
+    )
+}
+
+/// The name of the run's pool.
+pub(crate) const RUN_POOL: &str = "chaos";
 
 /// The first ARP answer for `ip` from any node: the time since `since`, or `None` by `until`.
 /// A broadcast request goes out from the client every [`PROBE_EVERY`], each waiting up to a

@@ -38,6 +38,8 @@ pub enum FaultKind {
     ConfigInvalid,
     /// A second pool, its L2Advertisement and a Service from it created, then deleted.
     PoolAdded,
+    /// The run's pool widened by a second range each family, then put back: nothing moves.
+    PoolWidened,
     /// A pool of its own with a Service from it, then the pool narrowed to exclude the
     /// Service's addresses: it must get new ones, with an Event naming the old. Then deleted.
     PoolNarrowed,
@@ -55,7 +57,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::LinkDown,
         FaultKind::SpeakerKill,
         FaultKind::SpeakerTerm,
@@ -68,6 +70,7 @@ impl FaultKind {
         FaultKind::ApiServerBlackhole,
         FaultKind::ConfigInvalid,
         FaultKind::PoolAdded,
+        FaultKind::PoolWidened,
         FaultKind::PoolNarrowed,
         FaultKind::EtpSwitch,
         FaultKind::EndpointsMove,
@@ -90,6 +93,7 @@ impl FaultKind {
             FaultKind::ApiServerBlackhole => "apiserver-blackhole",
             FaultKind::ConfigInvalid => "config-invalid",
             FaultKind::PoolAdded => "pool-added",
+            FaultKind::PoolWidened => "pool-widened",
             FaultKind::PoolNarrowed => "pool-narrowed",
             FaultKind::EtpSwitch => "etp-switch",
             FaultKind::EndpointsMove => "endpoints-move",
@@ -139,6 +143,7 @@ impl FaultKind {
             // Long enough for the controller and the speakers to act on the change.
             FaultKind::ConfigInvalid
             | FaultKind::PoolAdded
+            | FaultKind::PoolWidened
             | FaultKind::PoolNarrowed
             | FaultKind::EtpSwitch
             | FaultKind::EndpointsMove => (ms(2_000), ms(8_000)),
@@ -247,6 +252,7 @@ pub fn schedule(
                 | FaultKind::ApiServerBlackhole
                 | FaultKind::ConfigInvalid
                 | FaultKind::PoolAdded
+                | FaultKind::PoolWidened
                 | FaultKind::PoolNarrowed
                 | FaultKind::EtpSwitch
                 | FaultKind::EndpointsMove
