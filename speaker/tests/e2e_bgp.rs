@@ -652,18 +652,6 @@ fn assert_torn_down_by_bfd(router: &Router, peer: &str) {
     );
 }
 
-/// FRR's BFD peers (`show bfd peers json`) that are up, by peer address.
-fn frr_bfd_up(router: &Router) -> Result<BTreeSet<IpAddr>, String> {
-    let peers = vtysh_json(router, "show bfd peers json")?;
-    Ok(peers
-        .as_array()
-        .ok_or_else(|| format!("not a list: {peers}"))?
-        .iter()
-        .filter(|p| p["status"] == "up")
-        .filter_map(|p| p["peer"].as_str()?.parse().ok())
-        .collect())
-}
-
 /// Sends `bytes` from the router's LAN address to node1's BFD port with this TTL.
 fn send_to_node1_bfd(router_ns: &str, ttl: u32, bytes: &[u8]) {
     let (ns, bytes) = (router_ns.to_string(), bytes.to_vec());
@@ -725,7 +713,7 @@ fn e2e_bgp_bfd_with_frr() {
         .chain(node_hops(&NODES, false))
         .collect();
     let up = eventually("FRR: BFD up with every node, v4 and v6", || {
-        let up = frr_bfd_up(&router)?;
+        let up = router.bfd_peers_up()?;
         (up == all_nodes)
             .then_some(up.clone())
             .ok_or_else(|| format!("up: {up:?}"))
@@ -769,7 +757,8 @@ fn e2e_bgp_bfd_with_frr() {
     }
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        frr_bfd_up(&router)
+        router
+            .bfd_peers_up()
             .unwrap()
             .contains(&node_hops(&["node1"], true).into_iter().next().unwrap())
     );
@@ -792,7 +781,7 @@ fn e2e_bgp_bfd_with_frr() {
     // node3 back: BFD Up, BGP re-established, the next hop back.
     lab.netlab().set_port("node3", true).unwrap();
     eventually("FRR: BFD up with node3 again", || {
-        let up = frr_bfd_up(&router)?;
+        let up = router.bfd_peers_up()?;
         (up == all_nodes)
             .then_some(())
             .ok_or_else(|| format!("up: {up:?}"))

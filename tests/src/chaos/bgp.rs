@@ -174,6 +174,38 @@ pub fn router_has_the_eligible_next_hops(
     }
 }
 
+/// After a router restart: FRR's BFD sessions with every node (both families) are up again
+/// within `within`. A session bgpd brought up without BFD would leave that node to the hold
+/// timer, which the next `bfd-loss` would then report late, so it is checked here, where it
+/// happens.
+pub fn bfd_back_up(lab: &TestLab, within: Duration) -> Vec<Violation> {
+    let wanted: BTreeSet<IpAddr> = lab
+        .netlab()
+        .topology
+        .nodes()
+        .flat_map(|n| [IpAddr::V4(n.ipv4), IpAddr::V6(n.ipv6)])
+        .collect();
+    let router = lab.netlab().router();
+    let started = Instant::now();
+    loop {
+        let up = router.bfd_peers_up().unwrap_or_default();
+        let missing: Vec<&IpAddr> = wanted.difference(&up).collect();
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        if started.elapsed() >= within {
+            return vec![Violation {
+                invariant: INVARIANT,
+                what: format!(
+                    "{within:?} after the router's restart, its BFD sessions with {missing:?} \
+                     are not up"
+                ),
+            }];
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Whether any of `node`'s next hops is in the router's RIB for an address of `services`.
 fn node_announced(lab: &TestLab, services: &[ServiceUnderTest], node: &str) -> bool {
     let names = BTreeSet::from([node.to_string()]);

@@ -550,6 +550,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<Option<Report>> {
                 bgp::router_has_the_eligible_next_hops(&lab, &bgp_services, BGP_SETTLE);
             recovery = converged;
             violations.extend(found);
+            violations.extend(bgp::bfd_back_up(&lab, BGP_SETTLE));
             bgp_checked = true;
         }
         if let (None, Some(ip)) = (recovery, watched) {

@@ -203,6 +203,12 @@ impl Router {
             if daemon == "zebra" {
                 wait_for_socket(&zserv);
             }
+            // bgpd registers its BFD sessions at start; one that finds bfdd not yet there
+            // logs "BFD session ... was not installed" and never retries, and that session
+            // then runs without BFD (found by the chaos run's router restarts).
+            if daemon == "bfdd" {
+                wait_for_socket(&self.state_dir().join("bfdd.sock"));
+            }
         }
         Ok(())
     }
@@ -211,14 +217,17 @@ impl Router {
     /// router in the namespace (`netlab::routers`): bgpd holds port 179, and without it zebra
     /// and bfdd have nothing to do. A daemon already gone is fine.
     pub fn stop(&self) -> Result<(), RouterError> {
-        let pids: Vec<i32> = DAEMONS
-            .iter()
-            .filter_map(|daemon| {
+        // In reverse start order, one at a time: bgpd first, while zebra and bfdd still take
+        // its withdrawals, so that the next start finds nothing half torn down.
+        let mut survivors = Vec::new();
+        for daemon in DAEMONS.iter().rev() {
+            let pids: Vec<i32> =
                 process::read_pid(&self.dir.join(format!("{}.pid", process_name(daemon))))
-            })
-            .filter(|pid| self.entered_namespace(*pid))
-            .collect();
-        let survivors = process::stop(&pids, Duration::from_secs(3));
+                    .filter(|pid| self.entered_namespace(*pid))
+                    .into_iter()
+                    .collect();
+            survivors.extend(process::stop(&pids, Duration::from_secs(3)));
+        }
         if survivors.is_empty() {
             Ok(())
         } else {
@@ -288,6 +297,18 @@ impl Router {
             .filter(|e| e["protocol"] == "bgp" && e["selected"] == true)
             .flat_map(|e| e["nexthops"].as_array().cloned().unwrap_or_default())
             .filter_map(|h| h["ip"].as_str().and_then(|ip| ip.parse().ok()))
+            .collect())
+    }
+
+    /// FRR's BFD peers that are up (`show bfd peers json`), by peer address.
+    pub fn bfd_peers_up(&self) -> Result<std::collections::BTreeSet<std::net::IpAddr>, String> {
+        let peers = self.vtysh_json("show bfd peers json")?;
+        Ok(peers
+            .as_array()
+            .ok_or_else(|| format!("not a list: {peers}"))?
+            .iter()
+            .filter(|p| p["status"] == "up")
+            .filter_map(|p| p["peer"].as_str()?.parse().ok())
             .collect())
     }
 
