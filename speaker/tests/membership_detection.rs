@@ -223,3 +223,76 @@ async fn bench_convergence() {
         );
     }
 }
+
+/// A list of numbers from the environment (`FLB_BENCH_SIZES=10,50`), else `default`.
+fn bench_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// Issue #15's membership scale row: clusters of 10 to 200 members (`FLB_BENCH_SIZES`), all on
+/// 127.0.0.1 in this one process, default timers. Per size: the time until all see all after
+/// seeding; then the steady-state traffic over 10 s (bytes each member sends per second:
+/// UDP payloads with the authentication overhead, not UDP/IP headers; and datagrams); then
+/// silent deaths (`FLB_BENCH_ROUNDS`, at most 5 by default here, victims not restarted), each
+/// timed until every survivor dropped the victim. 200 members share the 2 cores with their
+/// own observers, so the large sizes measure this machine as much as the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture --test-threads=1"]
+async fn bench_membership_scale() {
+    let deaths = std::env::var("FLB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5usize);
+    const WINDOW: Duration = Duration::from_secs(10);
+    for size in bench_list("FLB_BENCH_SIZES", &[10, 25, 50, 100, 200]) {
+        let names: Vec<String> = (0..size).map(|i| format!("s{i}")).collect();
+        let mut members = Vec::new();
+        for name in &names {
+            members.push(start(name).await);
+        }
+        let began = Instant::now();
+        seed_everyone(&members);
+        let mut live: LiveSet = names.iter().cloned().collect();
+        all_see(&watchers(&members), &live).await;
+        let converged = began.elapsed();
+        // Let the join traffic pass before the steady state is measured.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let sent = |members: &[Member]| -> (u64, u64) {
+            members.iter().fold((0, 0), |(bytes, datagrams), (m, _)| {
+                let stats = m.stats();
+                (bytes + stats.bytes_out, datagrams + stats.datagrams_out)
+            })
+        };
+        let before = sent(&members);
+        tokio::time::sleep(WINDOW).await;
+        let after = sent(&members);
+        let per_member_second = |n: u64| n as f64 / size as f64 / WINDOW.as_secs_f64();
+        println!(
+            "BENCH membership scale {size} members: converged in {:.0} ms; steady state {:.0} B/s \
+             and {:.1} datagrams/s sent per member",
+            converged.as_secs_f64() * 1000.0,
+            per_member_second(after.0 - before.0),
+            per_member_second(after.1 - before.1),
+        );
+        let mut times = Vec::new();
+        for _ in 0..deaths.min(size.saturating_sub(2)) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (dead, _) = members.remove(0);
+            live.remove(&dead.identity().name);
+            let began = Instant::now();
+            drop(dead);
+            all_see(&watchers(&members), &live).await;
+            times.push(began.elapsed());
+        }
+        if !times.is_empty() {
+            report(
+                &format!("membership scale {size} members: silent death seen by all survivors"),
+                times,
+            );
+        }
+    }
+}

@@ -140,6 +140,9 @@ pub struct MembershipStats {
     pub datagrams_in: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
+    /// Bytes sent in those datagrams (UDP payloads, the authentication header and tag included;
+    /// UDP and IP headers not).
+    pub bytes_out: u64,
     /// Datagrams dropped: too short, wrong magic or version.
     pub rejected_malformed: u64,
     /// Datagrams dropped: bad tag (wrong Secret or altered).

@@ -38,6 +38,7 @@ type SpeakerFoca = Foca<SpeakerId, foca::PostcardCodec, SmallRng, NoCustomBroadc
 pub(super) struct Counters {
     datagrams_in: AtomicU64,
     datagrams_out: AtomicU64,
+    bytes_out: AtomicU64,
     rejected_malformed: AtomicU64,
     rejected_bad_tag: AtomicU64,
     rejected_stale: AtomicU64,
@@ -80,6 +81,7 @@ impl Counters {
             members_suspect: count(&self.members_suspect),
             datagrams_in: get(&self.datagrams_in),
             datagrams_out: get(&self.datagrams_out),
+            bytes_out: get(&self.bytes_out),
             rejected_malformed: get(&self.rejected_malformed),
             rejected_bad_tag: get(&self.rejected_bad_tag),
             rejected_stale: get(&self.rejected_stale),
@@ -327,8 +329,11 @@ impl Task {
             self.sealer.seal(&payload, unix_ms(), &mut self.send_buf);
             let sent_at = std::time::Instant::now();
             match self.socket.send_to(&self.send_buf, to.addr).await {
-                Ok(_) => {
+                Ok(sent) => {
                     Counters::bump(&self.counters.datagrams_out);
+                    self.counters
+                        .bytes_out
+                        .fetch_add(sent as u64, Ordering::Relaxed);
                     if self.probe_rtt.is_some()
                         && let Some((peer, probe)) = probe_rtt::outgoing_ping(&payload)
                     {
