@@ -229,6 +229,12 @@ impl Router {
             survivors.extend(process::stop(&pids, Duration::from_secs(3)));
         }
         if survivors.is_empty() {
+            // A socket file left behind would make the next start's wait for it return at
+            // once, before the new daemon listens: bgpd's BFD registrations then go nowhere
+            // ("BFD session ... was not installed") and FRR does not send them again.
+            for socket in ["zserv.api", "bfdd.sock"] {
+                let _ = fs::remove_file(self.state_dir().join(socket));
+            }
             Ok(())
         } else {
             Err(RouterError::StillRunning(survivors))
