@@ -30,9 +30,11 @@ pub const INVARIANT: u8 = 7;
 const BFD_TABLE: &str = "ferrolb_chaos_bfd";
 /// Single-hop BFD control packets (RFC 5881).
 const BFD_PORT: u16 = 3784;
-/// How long BFD may take to take a node's sessions down and its next hops out: 300 ms of
-/// detection, then bgpd and zebra.
-const BFD_TAKES_EFFECT: Duration = Duration::from_secs(3);
+/// How long BFD may take to take a node's sessions down and its next hops out. A hang guard,
+/// not a speed target (that is the measured recovery time, ~0.4 s): with BFD dropped and BGP
+/// keepalives flowing, nothing but BFD would ever take the session down, so any bound tells
+/// BFD acting from BFD ignored, and the default test run asserts no tight wall-clock bound.
+const BFD_TAKES_EFFECT: Duration = Duration::from_secs(10);
 /// How often the router's RIB is read.
 const POLL: Duration = Duration::from_millis(100);
 
