@@ -29,8 +29,9 @@ pub fn allocated_pool(service: &Service) -> Option<&str> {
 }
 
 /// Sets (`Some`) or removes (`None`) the pool annotation when it differs, and returns the
-/// Service as the API server has it afterwards (the given one when nothing was written). On an
-/// assignment it is written first, so whoever sees the address also sees its pool.
+/// Service as the API server has it afterwards (the given one when nothing was written). An
+/// assignment writes it with the status instead (`with_pool_annotation`); this is for releases,
+/// and for a server that drops metadata from status writes.
 pub async fn set_pool_annotation(
     api: &Api<Service>,
     key: &ServiceKey,
@@ -95,6 +96,20 @@ pub fn status_patch(
         status.insert("conditions".into(), json!([ours]));
     }
     (!status.is_empty()).then(|| json!({"status": status}))
+}
+
+/// `patch` (from [`status_patch`]) that also sets the pool annotation to `pool`; a patch of the
+/// annotation alone when `patch` is `None`; `patch` as it is when there is no annotation to set.
+pub fn with_pool_annotation(
+    patch: Option<serde_json::Value>,
+    pool: Option<&str>,
+) -> Option<serde_json::Value> {
+    let Some(pool) = pool else {
+        return patch;
+    };
+    let mut patch = patch.unwrap_or_else(|| json!({}));
+    patch["metadata"] = json!({"annotations": {IP_ALLOCATED_FROM_POOL: pool}});
+    Some(patch)
 }
 
 /// Now, as a condition time (conditions serialise with second precision: rounded, so that a
@@ -212,6 +227,27 @@ mod tests {
             reason: "NoIPAvailable",
             message: message.to_string(),
         }
+    }
+
+    #[test]
+    fn the_pool_annotation_rides_on_the_status_patch() {
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}});
+        let both = with_pool_annotation(Some(status.clone()), Some("web")).unwrap();
+        assert_eq!(both["status"], status["status"]);
+        assert_eq!(
+            both["metadata"]["annotations"][IP_ALLOCATED_FROM_POOL],
+            "web"
+        );
+        let alone = with_pool_annotation(None, Some("web")).unwrap();
+        assert_eq!(
+            alone,
+            json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: "web"}}})
+        );
+        assert_eq!(
+            with_pool_annotation(Some(status.clone()), None),
+            Some(status)
+        );
+        assert_eq!(with_pool_annotation(None, None), None);
     }
 
     #[test]

@@ -94,6 +94,22 @@ async fn single_ip(client: &Client) {
             .map(String::as_str),
         Some("default")
     );
+    // One write per assignment: the annotation came with the status (its field is owned through
+    // the status subresource), not in a patch of its own.
+    let annotation_owners: Vec<Option<String>> = service
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0.to_string().contains("ip-allocated-from-pool"))
+        })
+        .map(|entry| entry.subresource.clone())
+        .collect();
+    assert_eq!(annotation_owners, [Some("status".to_string())]);
     let ingress = &service
         .status
         .unwrap()

@@ -81,6 +81,35 @@ async fn write_status(
     Ok(())
 }
 
+/// An assignment's one write: the status (addresses and condition) and the pool annotation in
+/// a single patch of the status subresource, so that whoever sees the address also sees its pool
+/// and a burst costs one round trip per Service. kube-apiserver's Service status strategy keeps
+/// metadata changes (it resets only `spec`); should a server drop the annotation, a second
+/// patch writes it on the main resource.
+async fn write_assignment(
+    ctx: &Context,
+    api: &Api<Service>,
+    key: &ServiceKey,
+    service: &Service,
+    pool: &str,
+    ingress: Ingress<'_>,
+    condition: &status::AddressCondition,
+) -> Result<(), Error> {
+    let annotate = status::allocated_pool(service) != Some(pool);
+    let patch = status::status_patch(service, ingress, Some(condition), status::now());
+    let Some(patch) = status::with_pool_annotation(patch, annotate.then_some(pool)) else {
+        return Ok(());
+    };
+    ctx.ensure_leader()?;
+    let written = status::send_status(api, key, &patch).await?;
+    ctx.remember_write(key, &written);
+    if annotate && status::allocated_pool(&written) != Some(pool) {
+        let written = status::set_pool_annotation(api, key, &written, Some(pool)).await?;
+        ctx.remember_write(key, &written);
+    }
+    Ok(())
+}
+
 /// The condition of a Service that cannot get an address yet because no configuration is valid.
 fn no_configuration() -> status::AddressCondition {
     status::AddressCondition {
@@ -227,17 +256,6 @@ async fn reconcile_service(
             tracing::Span::current().record("ip", ips_text(&assignment.ips));
             lock(&ctx.pending).remove(&key);
             lock(&ctx.last_failure).remove(&key);
-            // The annotation first, so that whoever sees the address also sees its pool.
-            let updated = if status::allocated_pool(service) == Some(assignment.pool.as_str()) {
-                service.clone()
-            } else {
-                ctx.ensure_leader()?;
-                let written =
-                    status::set_pool_annotation(&api, &key, service, Some(&assignment.pool))
-                        .await?;
-                ctx.remember_write(&key, &written);
-                written
-            };
             let ingress = if current == assignment.ips {
                 Ingress::Keep
             } else {
@@ -252,7 +270,16 @@ async fn reconcile_service(
                     assignment.pool
                 ),
             };
-            write_status(ctx, &api, &key, &updated, ingress, Some(&condition)).await?;
+            write_assignment(
+                ctx,
+                &api,
+                &key,
+                service,
+                &assignment.pool,
+                ingress,
+                &condition,
+            )
+            .await?;
             if current != assignment.ips {
                 ctx.metrics
                     .allocations
