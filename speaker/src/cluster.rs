@@ -13,8 +13,8 @@ use ferrolb_crds::cluster::{self as shared, ENDPOINT_SLICE_SERVICE_LABEL};
 use ferrolb_crds::config::{ClusterResources, Config, ConfigErrors};
 use ferrolb_crds::v1beta1;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -56,14 +56,19 @@ impl Watching<'_> {
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
     {
+        self.trimmed_store(api, config, ferrolb_crds::runtime::slim)
+    }
+
+    /// [`Self::store`], each object cut down by `trim` before it is stored.
+    fn trimmed_store<K>(&self, api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    {
         let (store, writer) = reflector::store();
         let kind = K::kind(&K::DynamicType::default()).to_string();
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, config)
-                .default_backoff()
-                .modify(ferrolb_crds::runtime::slim),
-        );
+        let stream =
+            reflector::reflector(writer, watcher(api, config).default_backoff().modify(trim));
         let cancel = self.cancel.clone();
         let wake = Arc::clone(self.wake);
         self.tracker.spawn(async move {
@@ -103,8 +108,8 @@ impl Stores {
         let all = watcher::Config::default;
         let ns = namespace;
         Stores {
-            services: w.store(Api::all(client.clone()), all()),
-            slices: w.store(Api::all(client.clone()), all()),
+            services: w.trimmed_store(Api::all(client.clone()), all(), trim_service),
+            slices: w.trimmed_store(Api::all(client.clone()), all(), trim_endpoint_slice),
             nodes: w.store(Api::all(client.clone()), all()),
             pools: w.store(Api::namespaced(client.clone(), ns), all()),
             l2_ads: w.store(Api::namespaced(client.clone(), ns), all()),
@@ -185,6 +190,43 @@ impl Stores {
             .filter(|s| ServiceKey::of(s).is_some_and(|k| keys.contains(&k)))
             .map(|s| s.object_ref(&()))
             .collect()
+    }
+}
+
+/// Keeps of a Service only what [`service_infos`] and [`Stores::service_refs`] read: its
+/// identity, labels and annotations, the type, class and traffic policy, and the ingress
+/// addresses. Every node caches every Service, so the rest (ports, selectors, cluster IPs,
+/// conditions) is dropped as it arrives.
+fn trim_service(service: &mut Service) {
+    ferrolb_crds::runtime::slim(service);
+    let meta = &mut service.metadata;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(spec) = service.spec.take() {
+        service.spec = Some(ServiceSpec {
+            type_: spec.type_,
+            load_balancer_class: spec.load_balancer_class,
+            external_traffic_policy: spec.external_traffic_policy,
+            ..ServiceSpec::default()
+        });
+    }
+    if let Some(status) = service.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// Keeps of an EndpointSlice only what [`service_infos`] reads: its namespace and Service
+/// label, and per endpoint its conditions and node.
+fn trim_endpoint_slice(slice: &mut EndpointSlice) {
+    ferrolb_crds::runtime::slim(slice);
+    slice.metadata.owner_references = None;
+    slice.ports = None;
+    for endpoint in slice.endpoints.iter_mut().flatten() {
+        *endpoint = Endpoint {
+            conditions: endpoint.conditions.take(),
+            node_name: endpoint.node_name.take(),
+            ..Endpoint::default()
+        };
     }
 }
 
@@ -379,6 +421,63 @@ mod tests {
         let classed = service_infos(&services, &slices, Some("other.io/lb"));
         assert_eq!(classed.len(), 1);
         assert_eq!(classed[0].key.name, "classed");
+
+        // What the watches store (trimmed) decides exactly as the whole objects do.
+        let trimmed = |services: &[Arc<Service>]| -> Vec<Arc<Service>> {
+            services
+                .iter()
+                .map(|s| {
+                    let mut s = (**s).clone();
+                    trim_service(&mut s);
+                    Arc::new(s)
+                })
+                .collect()
+        };
+        let trimmed_slices: Vec<Arc<EndpointSlice>> = slices
+            .iter()
+            .map(|s| {
+                let mut s = (**s).clone();
+                trim_endpoint_slice(&mut s);
+                Arc::new(s)
+            })
+            .collect();
+        for class in [None, Some("other.io/lb")] {
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    service_infos(&trimmed(&services), &trimmed_slices, class)
+                ),
+                format!("{:?}", service_infos(&services, &slices, class))
+            );
+        }
+        assert!(
+            trimmed_slices[0].endpoints.as_ref().unwrap()[0]
+                .addresses
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn trimming_drops_what_the_speaker_never_reads() {
+        let mut web: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1",
+                         "annotations": {"metallb.io/allow-shared-ip": "k"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"},
+                     "clusterIPs": ["203.0.113.9"], "externalTrafficPolicy": "Local"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.241"}]},
+                       "conditions": [{"type": "ferrolb.io/AddressAssigned", "status": "True",
+                                       "reason": "Assigned", "message": "m",
+                                       "lastTransitionTime": "2026-12-03T00:00:00Z"}]},
+        }))
+        .unwrap();
+        trim_service(&mut web);
+        let spec = web.spec.as_ref().unwrap();
+        assert!(spec.ports.is_none() && spec.selector.is_none() && spec.cluster_ips.is_none());
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+        assert!(web.status.as_ref().unwrap().conditions.is_none());
+        assert_eq!(shared::ingress_ips(&web).len(), 1);
+        assert_eq!(web.metadata.uid.as_deref(), Some("u1"));
+        assert!(web.metadata.annotations.is_some());
     }
 
     #[test]
