@@ -111,7 +111,7 @@ pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
 }
 
 /// The MAC in the first `[..]` of an `arping` reply line, lower case.
-fn bracketed_mac(line: &str) -> Option<String> {
+pub(crate) fn bracketed_mac(line: &str) -> Option<String> {
     Some(
         line.split_once('[')?
             .1

@@ -9,7 +9,8 @@
 //! * [`l2probe`]: layer2 probes for those tests: who answers ARP/NDP, the client's neighbour
 //!   cache, failover timing, the Service's IPs, the speakers' membership.
 //! * [`chaos`]: the fault-injection soak behind `cargo xtask lab chaos`.
-//! * [`plot`]: PNG plots for its report.
+//! * [`plot`]: PNG plots for its report and the peers benchmark.
+//! * [`peers`]: the side-by-side benchmark against MetalLB behind `cargo xtask bench peers`.
 //! * [`cmd`], [`process`], [`paths`]: running commands, background processes, run directories.
 
 pub mod chaos;
@@ -22,5 +23,6 @@ pub mod l2probe;
 pub mod lab;
 pub mod netlab;
 pub mod paths;
+pub mod peers;
 pub mod plot;
 pub mod process;

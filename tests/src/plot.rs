@@ -119,6 +119,72 @@ pub fn box_plot_ms(
     Ok(())
 }
 
+/// One line per series over a shared x axis; `series` are (label, (x, y) points). Series
+/// without points are left out; the legend names the rest.
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), PlotError> {
+    register_font()?;
+    let series: Vec<&(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .filter(|(_, points)| !points.is_empty())
+        .collect();
+    let points = || series.iter().flat_map(|(_, points)| points.iter().copied());
+    let x_max = points().map(|(x, _)| x).fold(f64::NAN, f64::max);
+    let y_max = points().map(|(_, y)| y).fold(f64::NAN, f64::max);
+    if series.is_empty() || !x_max.is_finite() || !y_max.is_finite() {
+        return Err(PlotError::Empty);
+    }
+    let draw_error = |e: &dyn std::fmt::Display| PlotError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_error(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max.max(1.0), 0f64..(y_max * 1.1).max(1.0))
+        .map_err(|e| draw_error(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()
+        .map_err(|e| draw_error(&e))?;
+    for (index, (label, points)) in series.iter().enumerate() {
+        let colour = Palette99::pick(index).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| draw_error(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| draw_error(&e))?;
+    root.present().map_err(|e| draw_error(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +211,21 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG signature");
         assert!(bytes.len() > 2_000, "an image, not an empty file");
+        let lines = dir.join("lines.png");
+        let series = vec![
+            (
+                "controller".to_string(),
+                vec![(0.0, 20.0), (1.0, 30.0), (2.0, 25.0)],
+            ),
+            ("empty".to_string(), vec![]),
+        ];
+        line_plot(&lines, "rss", "s", "MiB", &series).unwrap();
+        let bytes = std::fs::read(&lines).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG signature");
+        assert!(matches!(
+            line_plot(&lines, "t", "s", "MiB", &[("a".to_string(), vec![])]),
+            Err(PlotError::Empty)
+        ));
         assert!(matches!(
             box_plot_ms(&path, "t", "ms", &[("a".to_string(), vec![])]),
             Err(PlotError::Empty)

@@ -39,6 +39,43 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks that need the lab (root).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Issue #15's side-by-side run: FerroLB (release) and MetalLB v0.16.2 (built from its Go
+    /// module, memberlist defaults and tuned), each in a fresh lab, one after the other. Writes
+    /// results.jsonl, table.md and PNG plots to target/peers/run-<time>/.
+    Peers {
+        /// Comma-separated subjects, in order: ferrolb, metallb-defaults, metallb-tuned.
+        #[arg(long, default_value = "ferrolb,metallb-defaults,metallb-tuned")]
+        subjects: String,
+        /// Failover trials with the owner's switch port down.
+        #[arg(long, default_value_t = 20)]
+        link_down_trials: usize,
+        /// Failover trials with the owner's speaker SIGKILLed.
+        #[arg(long, default_value_t = 10)]
+        kill_trials: usize,
+        /// Services in the Pending burst, announced for the speaker rows, and per churn round.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        #[arg(long, default_value_t = 10)]
+        churn_rounds: usize,
+        /// Seconds of idle CPU sampling.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+        /// Also write the table and plots into docs/benchmarks.md and docs/benchmarks/peers/.
+        #[arg(long)]
+        docs: bool,
+        /// Do not build first (the release binaries and MetalLB must exist).
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,6 +241,95 @@ fn test(args: &[String]) -> anyhow::Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
+/// `cargo xtask bench peers`: builds (release FerroLB, MetalLB), runs, reports.
+#[allow(clippy::too_many_arguments)]
+fn bench_peers(
+    subjects: &str,
+    link_down_trials: usize,
+    kill_trials: usize,
+    services: usize,
+    churn_rounds: usize,
+    idle_seconds: u64,
+    docs: bool,
+    no_build: bool,
+) -> anyhow::Result<()> {
+    use ferrolb_tests::peers::{self, PeersOptions, SubjectKind, metallb, report};
+    let subjects = report::parse_subjects(subjects)?;
+    setup::ensure_packages(setup::Needs::Lab)?;
+    let wants_metallb = subjects
+        .iter()
+        .any(|s| matches!(s, SubjectKind::Metallb(_)));
+    if !no_build {
+        build_controlplane()?;
+        let mut build = cargo();
+        build.args([
+            "build",
+            "--release",
+            "-p",
+            "ferrolb-controller",
+            "-p",
+            "ferrolb-speaker",
+        ]);
+        ferrolb_tests::cmd::run(build)?;
+    }
+    let metallb = if wants_metallb {
+        Some(if no_build {
+            let dir = metallb::output_dir();
+            let built = metallb::MetallbBinaries {
+                controller: dir.join("controller"),
+                speaker: dir.join("speaker"),
+            };
+            anyhow::ensure!(
+                built.controller.is_file() && built.speaker.is_file(),
+                "--no-build, but MetalLB is not built in {}",
+                dir.display()
+            );
+            built
+        } else {
+            metallb::build()?
+        })
+    } else {
+        None
+    };
+    let release = ferrolb_tests::paths::target_dir().join("release");
+    let options = PeersOptions {
+        subjects,
+        link_down_trials,
+        kill_trials,
+        services,
+        churn_rounds,
+        idle_window: std::time::Duration::from_secs(idle_seconds),
+        // $FERROLB_CONTROLLER_BIN / $FERROLB_SPEAKER_BIN override them, as for `lab up`.
+        ferrolb: lab::FerrolbBinaries {
+            controller: std::env::var_os("FERROLB_CONTROLLER_BIN")
+                .map_or_else(|| release.join("ferrolb-controller"), Into::into),
+            speaker: std::env::var_os("FERROLB_SPEAKER_BIN")
+                .map_or_else(|| release.join("ferrolb-speaker"), Into::into),
+        },
+        metallb,
+        out: peers::default_out_dir(),
+    };
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let Some(results) = peers::run(&options)? else {
+        anyhow::bail!("the peers benchmark needs root (it builds labs)");
+    };
+    println!("{}", report::table(&results));
+    println!("results in {}", options.out.display());
+    if docs {
+        let when =
+            ferrolb_tests::cmd::stdout(ferrolb_tests::cmd::command("date", ["-u", "+%Y-%m-%d"]))
+                .unwrap_or_default();
+        report::write_docs(
+            &options.out,
+            &results,
+            &format!("cargo xtask {}", command.replace(" --docs", "")),
+            when.trim(),
+        )?;
+        println!("docs/benchmarks.md and docs/benchmarks/peers/ updated");
+    }
+    Ok(())
+}
+
 /// `cargo xtask image`: builds, then prints what the archive holds.
 fn image() -> anyhow::Result<()> {
     let archive = image::build()?;
@@ -254,6 +380,28 @@ fn main() -> anyhow::Result<()> {
             let code = test(&args)?;
             std::process::exit(code);
         }
+        Command::Bench {
+            command:
+                BenchCommand::Peers {
+                    subjects,
+                    link_down_trials,
+                    kill_trials,
+                    services,
+                    churn_rounds,
+                    idle_seconds,
+                    docs,
+                    no_build,
+                },
+        } => bench_peers(
+            &subjects,
+            link_down_trials,
+            kill_trials,
+            services,
+            churn_rounds,
+            idle_seconds,
+            docs,
+            no_build,
+        ),
         Command::Lab { command } => match command {
             LabCommand::Up {
                 nodes,
