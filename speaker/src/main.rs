@@ -70,9 +70,11 @@ struct Cli {
     /// it. Measured default: docs/benchmarks.md, speaker membership.
     #[arg(long, default_value = "100ms", value_parser = duration)]
     membership_probe_interval: Duration,
-    /// How long a suspected speaker has to refute before it is declared down (Go duration).
+    /// How long a suspected speaker whose host still answers has to refute before it is
+    /// declared down (Go duration): the longest stall that moves nothing. A dead speaker is
+    /// declared down sooner, once its host check confirms it (docs/speaker.md, membership).
     /// A stall of this speaker longer than this makes it announce its IPs again.
-    #[arg(long, default_value = "100ms", value_parser = duration)]
+    #[arg(long, default_value = "400ms", value_parser = duration)]
     membership_suspicion_timeout: Duration,
     /// This node's address, advertised to the other speakers.
     #[arg(long, env = "HOST_IP")]

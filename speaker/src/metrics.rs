@@ -42,7 +42,8 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
-/// A membership state transition: `up`, `down`, `restarted`, `rejoined`.
+/// A membership state transition: `up`, `down`, `restarted`, `rejoined`, `suspected`,
+/// `refuted`, `confirmed_down`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     pub transition: String,
@@ -455,6 +456,11 @@ impl Metrics {
             ("rejoined", before.rejoins, now.rejoins),
             ("suspected", before.members_suspected, now.members_suspected),
             ("refuted", before.members_refuted, now.members_refuted),
+            (
+                "confirmed_down",
+                before.members_confirmed_down,
+                now.members_confirmed_down,
+            ),
         ] {
             add(
                 &self

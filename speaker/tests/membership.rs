@@ -108,7 +108,191 @@ async fn assert_no_live_set_moves(nodes: &[Node], window: Duration) {
 fn without_failure_detection() -> Timers {
     Timers {
         suspect_to_down: Duration::from_secs(3600),
+        host_check_timeout: None,
         ..Timers::default()
+    }
+}
+
+/// A suspect stays suspect for an hour unless its host check confirms it dead: within a test,
+/// only a host check can declare a member down early.
+fn only_host_checks_detect() -> Timers {
+    Timers {
+        suspect_to_down: Duration::from_secs(3600),
+        ..Timers::default()
+    }
+}
+
+/// Waits until every node holds every other as alive and trusts its host checks (the baseline
+/// check after it came up; on loopback it answers at once, so a short wait suffices).
+async fn settle_host_checks(nodes: &[Node], everyone: &LiveSet) {
+    all_see(nodes, everyone).await;
+    for node in nodes {
+        stats_until(node, |s| s.members_alive == everyone.len()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_declared_down_by_its_host_check_before_the_suspicion_timeout() {
+    let mut nodes = cluster_with(&["a", "b", "c", "d"], &only_host_checks_detect()).await;
+    settle_host_checks(&nodes, &names(&nodes)).await;
+    // Dropping the handle closes c's sockets, as a killed process's are: c's address now
+    // refuses connections, which the host checks of the others find.
+    let dead = nodes.remove(2);
+    drop(dead.handle);
+    all_see(&nodes, &names(&nodes)).await;
+    let confirmed: u64 = nodes
+        .iter()
+        .map(|n| n.handle.stats().members_confirmed_down)
+        .sum();
+    assert!(confirmed >= 1, "a host check declared c down");
+}
+
+/// A member whose process exists but does not run: its runtime lives on its own thread, which
+/// stops driving it for `stall` (its sockets stay open, so its kernel queues datagrams and
+/// completes TCP handshakes, as for a SIGSTOPped speaker).
+struct StallableMember {
+    name: String,
+    live: watch::Receiver<LiveSet>,
+    addr: SocketAddr,
+    control: tokio::sync::mpsc::UnboundedSender<Order>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Order {
+    Seeds(Vec<SocketAddr>),
+    /// Block the member's only thread for this long.
+    Stall(Duration),
+}
+
+impl StallableMember {
+    fn start(name: &str, timers: &Timers) -> StallableMember {
+        let (control, mut orders) = tokio::sync::mpsc::unbounded_channel::<Order>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (name_owned, timers) = (name.to_string(), timers.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (handle, live) = Membership::start(MembershipConfig {
+                    node: name_owned,
+                    bind: "127.0.0.1:0".parse().unwrap(),
+                    advertise: "127.0.0.1:0".parse().unwrap(),
+                    secret: SECRET.to_vec(),
+                    timers,
+                    probe_rtt: None,
+                })
+                .await
+                .expect("membership starts");
+                ready_tx.send((live, handle.advertise_addr())).unwrap();
+                // Until the sender is dropped.
+                while let Some(order) = orders.recv().await {
+                    match order {
+                        Order::Seeds(seeds) => handle.set_seeds(seeds),
+                        // Blocking on purpose: nothing of this member runs meanwhile.
+                        Order::Stall(stall) => std::thread::sleep(stall),
+                    }
+                }
+            });
+        });
+        let (live, addr) = ready_rx.recv().unwrap();
+        StallableMember {
+            name: name.to_string(),
+            live,
+            addr,
+            control,
+            thread: Some(thread),
+        }
+    }
+
+    fn set_seeds(&self, seeds: Vec<SocketAddr>) {
+        self.control.send(Order::Seeds(seeds)).unwrap();
+    }
+
+    fn stall(&self, stall: Duration) {
+        self.control.send(Order::Stall(stall)).unwrap();
+    }
+}
+
+impl Drop for StallableMember {
+    fn drop(&mut self) {
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.control, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// With the default timers: a member stalled for 250 ms, five times, is suspected (its probes
+/// go unanswered), its host check finds its socket, and it refutes within the suspicion
+/// timeout: no live set moves, and nobody tells it that it is down (it would rejoin under a
+/// new identity, which the others count as a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_member_whose_host_answers_is_not_declared_down() {
+    let timers = Timers::default();
+    let nodes = cluster_with(&["a", "b", "c"], &timers).await;
+    let stalled = StallableMember::start("s", &timers);
+    let mut all = seeds(&nodes);
+    all.push(stalled.addr);
+    for node in &nodes {
+        node.handle.set_seeds(all.clone());
+    }
+    stalled.set_seeds(all);
+    let mut everyone = names(&nodes);
+    everyone.insert(stalled.name.clone());
+    all_see(&nodes, &everyone).await;
+    // (The watch guard must not outlive the check: it would block s's membership task.)
+    let mut own = stalled.live.clone();
+    let converged = tokio::time::timeout(DEADLINE, own.wait_for(|set| *set == everyone))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(converged, "s converged");
+    settle_host_checks(&nodes, &everyone).await;
+
+    let suspected_before: u64 = nodes
+        .iter()
+        .map(|n| n.handle.stats().members_suspected)
+        .sum();
+    let mut watchers: Vec<_> = nodes.iter().map(|n| n.live.clone()).collect();
+    for w in &mut watchers {
+        w.mark_unchanged();
+    }
+    for _ in 0..5 {
+        stalled.stall(Duration::from_millis(250));
+        // Past the suspicion timeout of a suspicion raised at the end of the stall.
+        tokio::time::sleep(timers.probe_period * 2 + timers.suspect_to_down * 2).await;
+    }
+    for (node, w) in nodes.iter().zip(&watchers) {
+        assert!(
+            !w.has_changed().unwrap(),
+            "{}'s live set moved: {:?}",
+            node.name,
+            *w.borrow()
+        );
+    }
+    let suspected: u64 = nodes
+        .iter()
+        .map(|n| n.handle.stats().members_suspected)
+        .sum();
+    assert!(
+        suspected > suspected_before,
+        "the stalls raised a suspicion (else this test proves nothing)"
+    );
+    for node in &nodes {
+        let stats = node.handle.stats();
+        assert_eq!(
+            (
+                stats.members_confirmed_down,
+                stats.members_down,
+                stats.members_restarted
+            ),
+            (0, 0, 0),
+            "{}: the stalled member was declared down or told so: {stats:?}",
+            node.name
+        );
     }
 }
 

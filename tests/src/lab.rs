@@ -459,7 +459,11 @@ impl Lab {
                     env.insert("POD_UID".to_string(), uid);
                     env.insert("POD_NAMESPACE".to_string(), FERROLB_NAMESPACE.to_string());
                     env.insert("HOST_IP".to_string(), node.ipv4.to_string());
-                    env.insert("RUST_LOG".to_string(), "info".to_string());
+                    // $FERROLB_LAB_SPEAKER_LOG: a filter for digging (e.g.
+                    // `info,ferrolb_speaker::membership=debug`).
+                    let filter = std::env::var("FERROLB_LAB_SPEAKER_LOG")
+                        .unwrap_or_else(|_| "info".to_string());
+                    env.insert("RUST_LOG".to_string(), filter);
                     // The output goes to a log file: no colour escapes.
                     env.insert("NO_COLOR".to_string(), "1".to_string());
                     let ns = topology.ns(&node.name);

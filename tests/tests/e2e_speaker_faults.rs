@@ -16,6 +16,11 @@
 //!    client's neighbour entry must point at the one node that answers ARP/NDP
 //!    ([`e2e_resumed_speaker_moves_clients_to_the_answering_node`], 3 rounds for IPv4, 3 for
 //!    IPv6).
+//! 3. **A short stall must move nothing.** The owner's speaker is stopped (SIGSTOP) for 250 ms,
+//!    [`STALL_ROUNDS`] times, a second apart: a speaker that does not run for that long
+//!    (a VM pause, CPU starvation) is suspected, but its host check finds its socket, so it
+//!    must refute in time: no speaker may declare it down, it must not have to rejoin, and it
+//!    must still be the one node answering ([`e2e_short_stalls_move_nothing`]).
 //!
 //! Every fault is undone by a guard on drop (SIGCONT, nft table deleted, background ping
 //! killed), also when an assertion panics; the lab is torn down by `TestLab`. The two tests
@@ -52,6 +57,9 @@ const RESUME_WINDOW: Duration = Duration::from_secs(1);
 const STAYS_FOR: Duration = Duration::from_secs(2);
 /// Fault 2: rounds per address family.
 const ROUNDS: usize = 3;
+/// Fault 3: how long the owner's speaker is stopped each time, and how often.
+const SHORT_STALL: Duration = Duration::from_millis(250);
+const STALL_ROUNDS: usize = 20;
 /// The API server's port (in the control plane's namespace).
 const APISERVER_PORT: u16 = 6443;
 /// The nftables table that blackholes it.
@@ -621,4 +629,68 @@ fn e2e_resumed_speaker_moves_clients_to_the_answering_node() {
         "{test}: the client is not on the answering node after a frozen speaker resumed:\n  {}",
         failures.join("\n  ")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault 3: a short stall of the owner's speaker.
+
+#[test]
+fn e2e_short_stalls_move_nothing() {
+    let test = "e2e_short_stalls_move_nothing";
+    let _serial = one_lab_at_a_time();
+    let Some(lab) = TestLab::start(test, 3).unwrap() else {
+        return;
+    };
+    let probe = L2Probe::new(&lab);
+    let (v4, v6) = set_up_service(&probe);
+    let owner = converge(&probe, v4, v6);
+    // Each IP has its own owner (the v4 one is stalled); each must keep it.
+    let client = probe.client_ns();
+    let owners: Vec<(IpAddr, String)> = [IpAddr::V4(v4), IpAddr::V6(v6)]
+        .into_iter()
+        .map(|ip| {
+            (
+                ip,
+                probe.wait_single_answerer_from(&client, ip, CONVERGE_TIMEOUT),
+            )
+        })
+        .collect();
+    // Steady state: the host checks' baselines are done long before this.
+    std::thread::sleep(Duration::from_secs(2));
+    let marks = log_marks(&probe);
+    for _ in 0..STALL_ROUNDS {
+        let frozen = FrozenSpeaker::freeze(&probe, &owner);
+        std::thread::sleep(SHORT_STALL);
+        frozen.resume();
+        drop(frozen);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let nodes: Vec<String> = lab
+        .netlab()
+        .topology
+        .nodes()
+        .map(|n| n.name.clone())
+        .collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let logged = logged_since(&probe, &marks, &nodes);
+    for symptom in [
+        "member down",
+        "suspicion confirmed",
+        "we were declared down",
+    ] {
+        assert!(
+            !logged.contains(symptom),
+            "{test}: {owner}'s speaker stopped {STALL_ROUNDS} times for {SHORT_STALL:?}, and a \
+             speaker logged \"{symptom}\":{logged}"
+        );
+    }
+    for (ip, owner_mac) in owners {
+        let answering = probe.answering_macs_from(&client, ip, 3);
+        assert_eq!(
+            answering,
+            BTreeSet::from([owner_mac.clone()]),
+            "{test}: after the stalls only {} ({owner_mac}) may answer for {ip}",
+            probe.node_of_mac(&owner_mac)
+        );
+    }
 }

@@ -479,7 +479,11 @@ fn check_rendered_objects(objects: &[Value]) {
     assert_eq!(strings(&security["capabilities"]["add"]), ["NET_RAW"]);
     assert_eq!(
         ports(container),
-        [(7946, "UDP".to_string()), (7473, "TCP".to_string())]
+        [
+            (7946, "UDP".to_string()),
+            (7946, "TCP".to_string()),
+            (7473, "TCP".to_string())
+        ]
     );
     assert_eq!(env_source(container, "NODE_NAME"), "spec.nodeName");
     assert_eq!(env_source(container, "HOST_IP"), "status.hostIP");

@@ -8,13 +8,15 @@
 //!
 //! Layout: [`identity`] (who a speaker is: name + address + boot id), [`auth`] (datagram
 //! sealing, replay window: pure), [`transport`] (the one task that owns the socket, the foca
-//! instance and its timers), [`probe_rtt`] (timing our probes from foca's headers: pure).
+//! instance and its timers), [`probe_rtt`] (timing our probes from foca's headers: pure),
+//! [`host_check`] (confirming a suspicion from the suspect's kernel: pure bookkeeping).
 //! [`Membership`] is the handle; dropping it stops the task without
 //! telling anyone (a silent death), [`Membership::leave`] tells the others first.
 
 pub mod auth;
 #[cfg(test)]
 mod false_positives;
+pub mod host_check;
 pub mod identity;
 mod probe_rtt;
 mod transport;
@@ -37,20 +39,21 @@ pub const DEFAULT_PORT: u16 = 7946;
 
 /// Protocol timers, tuned for a LAN.
 ///
-/// Detection of a silent death takes, roughly: time until some member probes the dead one (up
-/// to one `probe_period`, less with more members since each probes its own random target) +
-/// `probe_period` (the probe and its indirect probes fail) + `suspect_to_down` (the suspect may
-/// still refute) + gossip to the others (`gossip_period` at most, usually piggybacked sooner).
-/// With the defaults that is about 200–400 ms (docs/benchmarks.md `## speaker membership`).
+/// A silent death is first a suspicion: time until some member probes the dead one (up to one
+/// `probe_period`, less with more members since each probes its own random target) +
+/// `probe_period` (the probe and its indirect probes fail). Every member that learns of the
+/// suspicion then asks the suspect's kernel ([`host_check`]): a TCP connect to its membership
+/// address, answered within `host_check_timeout`. Refused (the process is gone) or silent (the
+/// host is gone) declares it down at once, and the verdict is gossiped. A completed handshake
+/// means the process exists but does not run (stopped, starved): it then has `suspect_to_down`
+/// to refute, so stalls shorter than that move nothing. Peers whose host checks cannot be
+/// trusted (never seen listening: older speakers, TCP filtered) always wait `suspect_to_down`.
 ///
-/// The trade-off is false positives: a member that cannot answer a probe within `probe_period`
-/// (CPU starvation, a GC-like pause, a congested link) becomes suspect, and it is declared down
-/// if it does not refute within `suspect_to_down`. A false positive moves the node's IPs away
-/// and back (two gratuitous ARP rounds), it never makes two nodes answer at once. Raise
-/// `suspect_to_down` first if a network sees flapping; raise `probe_rtt` if its RTT p99 is
-/// above a few tens of milliseconds. `suspect_to_down` was 200 ms until a soak with every
-/// CPU saturated (5 members for 60 s under 2 and under 4 busy loops on 2 cores) showed no
-/// spurious down event at 100 ms, nor at 50 ms (docs/speaker.md `## membership`).
+/// With the defaults a dead speaker is declared down in about 100–250 ms
+/// (docs/benchmarks.md `## speaker membership`), and a speaker stalled for up to ~300 ms is not.
+/// A false positive moves the node's IPs away and back (two gratuitous ARP rounds), it never
+/// makes two nodes answer at once. Raise `suspect_to_down` for longer stalls; raise
+/// `probe_rtt` if the network's RTT p99 is above a few tens of milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timers {
     /// How often each member probes one random member. Default 100 ms.
@@ -58,9 +61,14 @@ pub struct Timers {
     /// How long a direct probe waits for its ack before asking others to probe indirectly;
     /// must be below `probe_period`. Default 40 ms.
     pub probe_rtt: Duration,
-    /// How long a suspect has to refute before it is declared down. Default 100 ms: a
-    /// refutation needs one round trip, and 50 ms still showed no false positive under load.
+    /// How long a suspect whose host still answers (or cannot be checked) has to refute before
+    /// it is declared down: the longest stall that moves nothing. Default 400 ms.
     pub suspect_to_down: Duration,
+    /// How long a host check waits for the suspect's kernel to answer a TCP connect; silence
+    /// for this long declares a trusted suspect down. Default 20 ms (a LAN answers in well
+    /// under 1 ms; the kernel answers even when the speaker process does not run). `None`:
+    /// no host checks, every suspect waits `suspect_to_down` (we still answer the others').
+    pub host_check_timeout: Option<Duration>,
     /// How often membership updates are gossiped to 3 random members, besides piggybacking on
     /// probes. Default 100 ms.
     pub gossip_period: Duration,
@@ -78,7 +86,8 @@ impl Default for Timers {
         Self {
             probe_period: Duration::from_millis(100),
             probe_rtt: Duration::from_millis(40),
-            suspect_to_down: Duration::from_millis(100),
+            suspect_to_down: Duration::from_millis(400),
+            host_check_timeout: Some(Duration::from_millis(20)),
             gossip_period: Duration::from_millis(100),
             announce_period: Duration::from_secs(1),
             max_clock_skew: Duration::from_secs(30),
@@ -97,6 +106,7 @@ impl Timers {
             return invalid("probe_rtt must be below probe_period");
         }
         if self.suspect_to_down.is_zero()
+            || self.host_check_timeout.is_some_and(|t| t.is_zero())
             || self.gossip_period.is_zero()
             || self.announce_period.is_zero()
             || self.max_clock_skew.is_zero()
@@ -168,6 +178,9 @@ pub struct MembershipStats {
     pub members_suspected: u64,
     /// Suspects this node saw alive again: they refuted the suspicion.
     pub members_refuted: u64,
+    /// Suspects this node declared down before the suspicion timeout because their host
+    /// check confirmed them dead ([`host_check`]).
+    pub members_confirmed_down: u64,
 }
 
 impl MembershipStats {
@@ -255,6 +268,18 @@ impl Membership {
                 addr: cfg.bind,
                 source,
             })?;
+        // The host-check listener (host_check): the same address and port, over TCP. Without
+        // it the others cannot confirm our death early; they fall back to the suspicion
+        // timeout, so a failure here is not fatal.
+        let listener = match tokio::net::TcpListener::bind(local_addr).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(addr = %local_addr, %error,
+                    "membership: cannot listen on TCP for host checks; others will wait the \
+                     suspicion timeout to declare this speaker down");
+                None
+            }
+        };
         let mut advertise = cfg.advertise;
         if advertise.port() == 0 {
             advertise.set_port(local_addr.port());
@@ -271,7 +296,10 @@ impl Membership {
         let task = tokio::spawn(transport::run(transport::Task::new(
             identity.clone(),
             &cfg,
-            socket,
+            transport::Sockets {
+                udp: socket,
+                host_check: listener,
+            },
             command_rx,
             live_tx,
             rejoins_tx,
@@ -358,15 +386,16 @@ mod tests {
             t.probe_rtt * 2 <= t.probe_period,
             "room for the indirect probe"
         );
-        // The failover budget is 500 ms median: worst-case probe cycle + suspicion + one
-        // gossip round must stay below it.
+        // A confirmed death: worst-case probe cycle + host check; the verdict is gossiped at
+        // once. It must stay within the 300 ms failover budget (p99).
+        let host_check = t.host_check_timeout.expect("host checks are on by default");
+        assert!(t.probe_period * 2 + host_check <= Duration::from_millis(300));
+        // A stall of 200 ms that starts right at a probe must be refuted in time.
         assert!(
-            t.probe_period * 2 + t.suspect_to_down + t.gossip_period <= Duration::from_millis(500)
+            t.probe_period + t.suspect_to_down >= Duration::from_millis(200) + t.gossip_period * 2,
+            "a stalled suspect gets a chance to refute"
         );
-        assert!(
-            t.suspect_to_down >= t.probe_period,
-            "a suspect gets a chance to refute"
-        );
+        assert!(host_check < t.probe_rtt);
         assert!(t.max_clock_skew >= Duration::from_secs(1));
     }
 

@@ -38,6 +38,11 @@ fn header(payload: &[u8]) -> Option<Header<SpeakerId>> {
 }
 
 /// The peer and probe number of an outgoing direct probe (`Ping`); `None` for anything else.
+/// Whether `payload` is foca's `TurnUndead` ("you were declared down").
+pub(super) fn is_turn_undead(payload: &[u8]) -> bool {
+    header(payload).is_some_and(|h| h.message == Message::TurnUndead)
+}
+
 pub(super) fn outgoing_ping(payload: &[u8]) -> Option<(SocketAddr, ProbeNumber)> {
     let header = header(payload)?;
     match header.message {
@@ -218,6 +223,14 @@ mod tests {
         // Garbage is not a probe (foca reports it as a protocol error).
         assert_eq!(incoming_ack(&[0xff; 3]), None);
         assert_eq!(outgoing_ping(&[]), None);
+    }
+
+    #[test]
+    fn recognises_turn_undead() {
+        assert!(is_turn_undead(&payload(1, 2, Message::TurnUndead)));
+        assert!(!is_turn_undead(&payload(1, 2, Message::Ping(7))));
+        assert!(!is_turn_undead(&payload(1, 2, Message::Announce)));
+        assert!(!is_turn_undead(&[0xff; 3]));
     }
 
     #[test]

@@ -14,16 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foca::{
-    AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams, State,
+    AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PeriodicParams, State,
 };
 use prometheus_client::metrics::histogram::Histogram;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::auth::{AuthError, AuthKey, HEADER_LEN, Opener, Sealer, TAG_LEN};
+use super::host_check::{self, Answer, Check, HostChecks, Seen};
 use super::probe_rtt::{self, PENDING_CAPACITY, PendingProbes};
 use super::{Command, LiveSet, MembershipConfig, MembershipStats, SpeakerId, Timers};
 
@@ -51,6 +52,7 @@ pub(super) struct Counters {
     rejoins: AtomicU64,
     members_suspected: AtomicU64,
     members_refuted: AtomicU64,
+    members_confirmed_down: AtomicU64,
     /// Gauges, not counters: the members foca holds as alive / suspect right now (ourselves
     /// not included), stored after every protocol step.
     members_alive: AtomicU64,
@@ -94,6 +96,7 @@ impl Counters {
             rejoins: get(&self.rejoins),
             members_suspected: get(&self.members_suspected),
             members_refuted: get(&self.members_refuted),
+            members_confirmed_down: get(&self.members_confirmed_down),
         }
     }
 }
@@ -170,6 +173,13 @@ impl Ord for Scheduled {
     }
 }
 
+/// The membership's sockets: the protocol's UDP socket, and the TCP listener that answers the
+/// others' host checks (`None`: could not listen).
+pub(super) struct Sockets {
+    pub(super) udp: UdpSocket,
+    pub(super) host_check: Option<TcpListener>,
+}
+
 pub(super) struct Task {
     identity: SpeakerId,
     foca: SpeakerFoca,
@@ -194,7 +204,23 @@ pub(super) struct Task {
     probe_rtt: Option<Histogram>,
     /// The members foca held as suspect after the previous step, by (name, boot).
     suspects: BTreeSet<(String, u64)>,
+    /// Accepts the others' host checks (`None`: could not listen).
+    listener: Option<TcpListener>,
+    /// Our host checks of the others.
+    host_checks: HostChecks,
+    /// `None`: host checks off.
+    host_check_timeout: Option<Duration>,
+    /// Answers of the running host checks.
+    check_answers_tx: mpsc::UnboundedSender<(Check, Answer)>,
+    check_answers: mpsc::UnboundedReceiver<(Check, Answer)>,
 }
+
+/// How long a baseline host check (learning whether a peer can be checked at all) may take:
+/// it is not on any failover path, so a slow network does not make a peer untrusted.
+const BASELINE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often a peer not yet seen listening is checked again.
+const RECHECK_UNTRUSTED: Duration = Duration::from_secs(10);
 
 /// How the suspects changed between two protocol steps: members newly suspected, and former
 /// suspects that are alive again (they refuted the suspicion). A suspect that is now down or
@@ -216,12 +242,16 @@ impl Task {
     pub(super) fn new(
         identity: SpeakerId,
         cfg: &MembershipConfig,
-        socket: UdpSocket,
+        Sockets {
+            udp: socket,
+            host_check: listener,
+        }: Sockets,
         commands: mpsc::UnboundedReceiver<Command>,
         live: watch::Sender<LiveSet>,
         rejoins: watch::Sender<u64>,
         counters: Arc<Counters>,
     ) -> Self {
+        let (check_answers_tx, check_answers) = mpsc::unbounded_channel();
         // Randomness only spreads probes; it need not be secret. The nonce only has to differ
         // between processes sharing the Secret.
         let random = RandomState::new().hash_one(identity.boot);
@@ -254,12 +284,78 @@ impl Task {
             probes: PendingProbes::new(PENDING_CAPACITY, cfg.timers.probe_period),
             probe_rtt: cfg.probe_rtt.clone(),
             suspects: BTreeSet::new(),
+            listener,
+            host_checks: HostChecks::new(RECHECK_UNTRUSTED),
+            host_check_timeout: cfg.timers.host_check_timeout,
+            check_answers_tx,
+            check_answers,
+        }
+    }
+
+    /// Starts the host checks the current membership calls for; each reports on
+    /// `check_answers`.
+    fn start_host_checks(&mut self) {
+        let Some(suspicion_timeout) = self.host_check_timeout else {
+            return;
+        };
+        let members = self.foca.iter_members().filter_map(|m| match m.state() {
+            State::Alive => Some((m.id(), Seen::Alive)),
+            State::Suspect => Some((m.id(), Seen::Suspect)),
+            State::Down => None,
+        });
+        for check in self.host_checks.plan(members, std::time::Instant::now()) {
+            let timeout = match check.purpose {
+                host_check::Purpose::Baseline => BASELINE_CHECK_TIMEOUT,
+                host_check::Purpose::Suspicion => suspicion_timeout,
+            };
+            let answers = self.check_answers_tx.clone();
+            tokio::spawn(async move {
+                let answer = host_check::probe(check.peer.addr, timeout).await;
+                // The membership task is gone: nobody needs the answer.
+                let _ = answers.send((check, answer));
+            });
+        }
+    }
+
+    /// A host check answered: a confirmed suspicion declares the suspect down now, and tells
+    /// the others at once instead of at the next gossip round.
+    fn host_check_answered(&mut self, check: Check, answer: Answer) {
+        let Some(dead) = self.host_checks.answered(&check, answer) else {
+            if check.purpose == host_check::Purpose::Suspicion {
+                tracing::debug!(node = %check.peer.name, ?answer,
+                    "membership: suspect's host check: it exists, the suspicion runs its course");
+            }
+            return;
+        };
+        // Only if it is still suspect: it may have refuted, or been declared down, meanwhile.
+        let still_suspect = self
+            .foca
+            .iter_members()
+            .any(|m| m.id() == &check.peer && m.state() == State::Suspect);
+        if !still_suspect {
+            return;
+        }
+        tracing::info!(node = %check.peer.name, addr = %check.peer.addr, reason = dead.label(),
+            "membership: suspicion confirmed by a host check; declaring it down");
+        Counters::bump(&self.counters.members_confirmed_down);
+        let down = std::iter::once(Member::down(check.peer));
+        if let Err(error) = self.foca.apply_many(down, true, &mut self.runtime) {
+            tracing::debug!(%error, "membership: cannot declare the suspect down");
+        }
+        if let Err(error) = self.foca.gossip(&mut self.runtime) {
+            tracing::debug!(%error, "membership: cannot gossip the verdict");
         }
     }
 
     fn announce_to_seeds(&mut self) {
         for seed in self.seeds.clone() {
-            if seed == self.identity.addr || self.foca.iter_members().any(|m| m.id().addr == seed) {
+            // Nodes list an InternalIP of each family; the other family's seed cannot be sent
+            // to from our socket (it would fail every second, EAFNOSUPPORT).
+            let other_family = seed.is_ipv6() != self.identity.addr.is_ipv6();
+            if other_family
+                || seed == self.identity.addr
+                || self.foca.iter_members().any(|m| m.id().addr == seed)
+            {
                 continue;
             }
             if let Err(error) = self.foca.announce(SpeakerId::seed(seed), &mut self.runtime) {
@@ -323,9 +419,23 @@ impl Task {
         }
     }
 
+    /// foca 2.0 sends "you are down" (`TurnUndead`) when a suspicion times out even if the
+    /// suspect refuted it meanwhile (the down is then not applied, but the message goes out),
+    /// and the suspect renews its identity and announces again for nothing: every refuted
+    /// suspicion would look like a restart. Such a message is to a member foca still holds as
+    /// active; to a member it really declared down, or to an unknown sender, it goes out.
+    fn refuted_turn_undead(&self, to: &SpeakerId, payload: &[u8]) -> bool {
+        probe_rtt::is_turn_undead(payload) && self.foca.iter_members().any(|m| m.id() == to)
+    }
+
     /// Executes what foca asked for: sends, timers, notifications; then republishes the set.
     async fn drain(&mut self) {
         while let Some((to, payload)) = self.runtime.to_send() {
+            if self.refuted_turn_undead(&to, &payload) {
+                tracing::debug!(node = %to.name,
+                    "membership: not telling a suspect that refuted that it is down");
+                continue;
+            }
             self.sealer.seal(&payload, unix_ms(), &mut self.send_buf);
             let sent_at = std::time::Instant::now();
             match self.socket.send_to(&self.send_buf, to.addr).await {
@@ -407,6 +517,7 @@ impl Task {
             .members_suspect
             .store(suspects.len() as u64, Ordering::Relaxed);
         self.suspects = suspects;
+        self.start_host_checks();
         let mut live: LiveSet = self
             .foca
             .iter_members()
@@ -453,9 +564,25 @@ pub(super) async fn run(mut task: Task) {
                 Err(error) => tracing::debug!(%error, "membership: receive failed"),
             },
             () = sleep_until_opt(next_timer) => task.fire_due_timers(),
+            Some((check, answer)) = task.check_answers.recv() => {
+                task.host_check_answered(check, answer);
+            }
+            // A host check of us: the completed handshake was the answer.
+            accepted = accept_opt(task.listener.as_ref()) => {
+                if let Err(error) = accepted {
+                    tracing::debug!(%error, "membership: accepting a host check failed");
+                }
+            }
             _ = seed_tick.tick() => task.announce_to_seeds(),
         }
         task.drain().await;
+    }
+}
+
+async fn accept_opt(listener: Option<&TcpListener>) -> std::io::Result<()> {
+    match listener {
+        Some(listener) => listener.accept().await.map(drop),
+        None => std::future::pending().await,
     }
 }
 
